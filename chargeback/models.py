@@ -1,0 +1,208 @@
+from django.db import models
+from django.db.models import Q
+
+from tenants.models import Tenant
+from tenants.scoping import TenantScopedQuerySet
+
+# Upper bounds (ms) of the latency histogram kept in every hourly rollup; the last bucket is open.
+LATENCY_BUCKET_BOUNDS_MS = (
+    50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 7500, 10000, 15000, 20000, 30000, 60000,
+)  # fmt: skip
+LATENCY_BUCKET_COUNT = len(LATENCY_BUCKET_BOUNDS_MS) + 1
+LATENCY_BUCKET_FIELDS = tuple(f"latency_bucket_{index:02d}" for index in range(LATENCY_BUCKET_COUNT))
+
+
+class PricingSource(models.TextChoices):
+    OVERRIDE = "override", "Price override"
+    GENAI_PRICES = "genai-prices", "genai-prices"
+    CLIENT_REPORTED = "client-reported", "Client-reported cost"
+    UNPRICED = "unpriced", "Unpriced"
+
+
+class UsageStatus(models.TextChoices):
+    OK = "ok", "OK"
+    ERROR = "error", "Error"
+
+
+class UsageSource(models.TextChoices):
+    API = "api", "API"
+    OTLP = "otlp", "OpenTelemetry"
+    LITELLM = "litellm", "LiteLLM"
+    IMPORT = "import", "Import"
+
+
+class UsageRecordQuerySet(TenantScopedQuerySet):
+    pass
+
+
+class UsageRecord(models.Model):
+    """One LLM call, priced once at ingestion. Token counts are disjoint buckets."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="usage_records")
+    event_id = models.CharField(max_length=200)
+    payload_hash = models.CharField(max_length=32)
+    occurred_at = models.DateTimeField()
+    ingested_at = models.DateTimeField()
+    provider = models.CharField(max_length=100)
+    model = models.CharField(max_length=200)
+    priced_model = models.CharField(max_length=200, blank=True)
+    uncached_input_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    # Whole output, reasoning included; `reasoning_tokens` is the part of it spent reasoning.
+    output_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    latency_ms = models.IntegerField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=UsageStatus.choices, default=UsageStatus.OK)
+    tags = models.JSONField(default=dict, blank=True)
+    # Cost before the tenant's markup or discount, and after it (what is charged back).
+    list_cost_nanos = models.BigIntegerField(null=True, blank=True)
+    cost_nanos = models.BigIntegerField(null=True, blank=True)
+    reported_cost_nanos = models.BigIntegerField(null=True, blank=True)
+    pricing_source = models.CharField(max_length=20, choices=PricingSource.choices)
+    price_version = models.CharField(max_length=100, blank=True)
+    source = models.CharField(max_length=10, choices=UsageSource.choices, default=UsageSource.API)
+
+    objects = UsageRecordQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "event_id"], name="usage_tenant_event_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "occurred_at", "id"], name="usage_tenant_time_idx"),
+            models.Index(fields=["occurred_at"], name="usage_time_idx"),
+            models.Index(
+                fields=["tenant", "occurred_at"],
+                name="usage_unpriced_idx",
+                condition=Q(pricing_source="unpriced"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}:{self.event_id}"
+
+    @property
+    def input_tokens(self) -> int:
+        return self.uncached_input_tokens + self.cached_input_tokens + self.cache_write_tokens
+
+
+class UsageRollupQuerySet(TenantScopedQuerySet):
+    pass
+
+
+class UsageRollupHourly(models.Model):
+    """Sums of usage per tenant, UTC hour, provider, model, feature tag and status.
+
+    Written in the same transaction as the records it sums; every dashboard, budget and statement
+    reads these rows, never the raw records.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="usage_rollups")
+    hour = models.DateTimeField()
+    provider = models.CharField(max_length=100)
+    model = models.CharField(max_length=200)
+    feature = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=10, choices=UsageStatus.choices)
+    requests = models.BigIntegerField(default=0)
+    unpriced_requests = models.BigIntegerField(default=0)
+    uncached_input_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    list_cost_nanos = models.BigIntegerField(default=0)
+    cost_nanos = models.BigIntegerField(default=0)
+    latency_count = models.BigIntegerField(default=0)
+    latency_ms_sum = models.BigIntegerField(default=0)
+    latency_bucket_00 = models.BigIntegerField(default=0)
+    latency_bucket_01 = models.BigIntegerField(default=0)
+    latency_bucket_02 = models.BigIntegerField(default=0)
+    latency_bucket_03 = models.BigIntegerField(default=0)
+    latency_bucket_04 = models.BigIntegerField(default=0)
+    latency_bucket_05 = models.BigIntegerField(default=0)
+    latency_bucket_06 = models.BigIntegerField(default=0)
+    latency_bucket_07 = models.BigIntegerField(default=0)
+    latency_bucket_08 = models.BigIntegerField(default=0)
+    latency_bucket_09 = models.BigIntegerField(default=0)
+    latency_bucket_10 = models.BigIntegerField(default=0)
+    latency_bucket_11 = models.BigIntegerField(default=0)
+    latency_bucket_12 = models.BigIntegerField(default=0)
+    latency_bucket_13 = models.BigIntegerField(default=0)
+    latency_bucket_14 = models.BigIntegerField(default=0)
+    latency_bucket_15 = models.BigIntegerField(default=0)
+    latency_bucket_16 = models.BigIntegerField(default=0)
+    latency_bucket_17 = models.BigIntegerField(default=0)
+
+    objects = UsageRollupQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "hour", "provider", "model", "feature", "status"], name="rollup_key_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["hour"], name="rollup_hour_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.hour:%Y-%m-%d %H}h {self.provider}/{self.model} {self.feature or '-'}"
+
+
+class PriceOverride(models.Model):
+    """Our own price for a model, beating genai-prices; per tenant (and its descendants) or global."""
+
+    tenant = models.ForeignKey(
+        Tenant, null=True, blank=True, on_delete=models.CASCADE, related_name="price_overrides"
+    )
+    provider = models.CharField(max_length=100, blank=True, help_text="Empty: any provider.")
+    model = models.CharField(
+        max_length=200, help_text="Model name as normalised (lowercase, no provider/ prefix)."
+    )
+    valid_from = models.DateTimeField()
+    valid_to = models.DateTimeField(null=True, blank=True, help_text="Exclusive; empty: open-ended.")
+    input_per_mtok = models.DecimalField(max_digits=18, decimal_places=9)
+    cached_input_per_mtok = models.DecimalField(
+        max_digits=18, decimal_places=9, null=True, blank=True, help_text="Empty: the input price."
+    )
+    cache_write_per_mtok = models.DecimalField(
+        max_digits=18, decimal_places=9, null=True, blank=True, help_text="Empty: the input price."
+    )
+    output_per_mtok = models.DecimalField(max_digits=18, decimal_places=9)
+    reasoning_per_mtok = models.DecimalField(
+        max_digits=18, decimal_places=9, null=True, blank=True, help_text="Empty: the output price."
+    )
+    per_request = models.DecimalField(max_digits=18, decimal_places=9, default=0)
+    note = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["model", "-valid_from"]
+        indexes = [models.Index(fields=["model", "valid_from"], name="override_model_idx")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(valid_to__isnull=True) | Q(valid_to__gt=models.F("valid_from")),
+                name="override_valid_range",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} from {self.valid_from:%Y-%m-%d}"
+
+
+class RerateAudit(models.Model):
+    """One explicit re-pricing of a tenant's records over a period, with the totals before and after."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="rerate_audits")
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    records = models.BigIntegerField()
+    cost_nanos_before = models.BigIntegerField()
+    cost_nanos_after = models.BigIntegerField()
+    actor = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"rerate {self.tenant_id} {self.period_start:%Y-%m-%d}..{self.period_end:%Y-%m-%d}"

@@ -1,0 +1,312 @@
+"""The price book: the one place that turns (tenant, provider, model, time, tokens) into a cost.
+
+Order: our database overrides (tenant-specific, nearest ancestor first, then global), then
+genai-prices for the request's own timestamp, then a client-reported cost, else unpriced.
+
+genai-prices' `calc_price` costs a few hundred µs a call, too slow for the ingest hot path. Its
+cost is linear in each token bucket once the price tier is fixed, so for each distinct
+(provider, model, active price) we evaluate genai-prices itself on unit usages once, keep the
+per-token prices as exact integers of atto-USD, and price every record with integer arithmetic.
+The result equals genai-prices' Decimal total rounded half-even to a nano (tests compare them).
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, localcontext
+
+import genai_prices
+from genai_prices import Usage, types
+from genai_prices.data_snapshot import get_snapshot
+
+from chargeback import money
+from chargeback.models import PriceOverride, PricingSource
+
+GENAI_PRICES_VERSION = f"genai-prices {genai_prices.__version__}"
+
+# OpenTelemetry, LiteLLM and SDK spellings of providers -> genai-prices provider ids.
+PROVIDER_ALIASES = {
+    "gcp.gemini": "google",
+    "gcp.vertex_ai": "google",
+    "gcp.gen_ai": "google",
+    "gemini": "google",
+    "vertex_ai": "google",
+    "vertex": "google",
+    "google_genai": "google",
+    "aws.bedrock": "aws",
+    "bedrock": "aws",
+    "azure.ai.openai": "azure",
+    "azure.ai.inference": "azure",
+    "azure_openai": "azure",
+    "x_ai": "x-ai",
+    "xai": "x-ai",
+    "mistral_ai": "mistral",
+    "mistralai": "mistral",
+}
+_MODEL_PREFIXES_TO_STRIP = {"models"}
+
+
+def normalize_provider(provider: str) -> str:
+    key = provider.strip().lower()
+    return PROVIDER_ALIASES.get(key, key)
+
+
+def normalize_model(model: str) -> str:
+    """Lowercase and drop a leading provider segment: 'openai/gpt-4o' -> 'gpt-4o'."""
+    name = model.strip().lower()
+    head, separator, tail = name.partition("/")
+    if separator and tail and (head in _MODEL_PREFIXES_TO_STRIP or _is_provider_name(head)):
+        return tail
+    return name
+
+
+def _is_provider_name(name: str) -> bool:
+    return name in PROVIDER_ALIASES or any(provider.id == name for provider in get_snapshot().providers)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenBuckets:
+    """Disjoint token counts of one call."""
+
+    uncached_input: int = 0
+    cached_input: int = 0
+    cache_write: int = 0
+    output: int = 0  # whole output, reasoning included
+    reasoning: int = 0  # part of output
+
+    @property
+    def input_total(self) -> int:
+        return self.uncached_input + self.cached_input + self.cache_write
+
+
+@dataclass(frozen=True, slots=True)
+class LinearPrice:
+    """Per-token prices in atto-USD for one price tier, plus a per-request fee."""
+
+    uncached_input: int
+    cached_input: int
+    cache_write: int
+    output: int  # non-reasoning output
+    reasoning: int
+    per_request: int
+
+    def cost_attos(self, buckets: TokenBuckets) -> int:
+        return (
+            self.per_request
+            + self.uncached_input * buckets.uncached_input
+            + self.cached_input * buckets.cached_input
+            + self.cache_write * buckets.cache_write
+            + self.output * (buckets.output - buckets.reasoning)
+            + self.reasoning * buckets.reasoning
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TieredPrice:
+    """Prices by tier: tier k applies when total input tokens exceed thresholds[k-1] (a cliff)."""
+
+    thresholds: tuple[int, ...]
+    tiers: tuple[LinearPrice, ...]
+
+    def cost_nanos(self, buckets: TokenBuckets) -> int:
+        tier = self.tiers[bisect.bisect_left(self.thresholds, buckets.input_total)]
+        return money.attos_to_nanos(tier.cost_attos(buckets))
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    list_cost_nanos: int | None
+    pricing_source: str
+    price_version: str
+    priced_model: str
+
+
+def _genai_usage(buckets: TokenBuckets) -> Usage:
+    return Usage(
+        input_tokens=buckets.input_total,
+        cache_read_tokens=buckets.cached_input,
+        cache_write_tokens=buckets.cache_write,
+        output_tokens=buckets.output,
+        output_reasoning_tokens=buckets.reasoning,
+    )
+
+
+def genai_prices_cost(model_price: types.ModelPrice, buckets: TokenBuckets) -> Decimal:
+    """genai-prices' own Decimal total for these buckets (the reference our integer path must equal)."""
+    return model_price.calc_price(_genai_usage(buckets))["total_price"]
+
+
+def _compile_model_price(model_price: types.ModelPrice) -> TieredPrice:
+    thresholds = sorted(
+        {
+            tier.start
+            for value in vars(model_price).values()
+            if isinstance(value, types.TieredPrices)
+            for tier in value.tiers
+        }
+    )
+
+    def cost(**buckets: int) -> Decimal:
+        return genai_prices_cost(model_price, TokenBuckets(**buckets))
+
+    fee = cost()
+    tiers = []
+    with localcontext() as context:
+        context.prec = 60
+        for index in range(len(thresholds) + 1):
+            # An input size that selects this tier; 0 when the first tier starts at 0 tokens, so that
+            # the base tier only ever sees calls without input.
+            size = thresholds[index - 1] + 1 if index else min(1, thresholds[0]) if thresholds else 1
+            base = cost(uncached_input=size)
+
+            def per_input_token(total: Decimal, size: int = size) -> int:
+                return money.usd_to_attos_exact((total - fee) / size) if size else 0
+
+            tiers.append(
+                LinearPrice(
+                    uncached_input=per_input_token(base),
+                    cached_input=per_input_token(cost(cached_input=size)),
+                    cache_write=per_input_token(cost(cache_write=size)),
+                    output=money.usd_to_attos_exact(cost(uncached_input=size, output=1) - base),
+                    reasoning=money.usd_to_attos_exact(
+                        cost(uncached_input=size, output=1, reasoning=1) - base
+                    ),
+                    per_request=money.usd_to_attos_exact(fee),
+                )
+            )
+    return TieredPrice(thresholds=tuple(thresholds), tiers=tuple(tiers))
+
+
+class _GenaiPricesCache:
+    """Process-wide cache of genai-prices lookups and compiled prices (the data is immutable)."""
+
+    def __init__(self):
+        self._models: dict[tuple[str, str], tuple[types.Provider, types.ModelInfo] | None] = {}
+        self._compiled: dict[tuple[str, str, int], TieredPrice] = {}
+
+    def find(self, provider: str, model: str) -> tuple[types.Provider, types.ModelInfo] | None:
+        key = (provider, model)
+        if key not in self._models:
+            snapshot = get_snapshot()
+            try:
+                found = snapshot.find_provider_model(model, None, provider, None)
+            except LookupError:
+                # A provider genai-prices does not know (a gateway, say): match on the model alone.
+                try:
+                    found = snapshot.find_provider_model(model, None, None, None)
+                except LookupError:
+                    found = None
+            self._models[key] = found
+        return self._models[key]
+
+    def price(self, provider_info: types.Provider, model_info: types.ModelInfo, at: datetime) -> TieredPrice:
+        prices = model_info.prices
+        active = 0
+        if isinstance(prices, list):
+            # The same rule as ModelInfo.get_prices: the last active conditional price wins.
+            for index in range(len(prices) - 1, -1, -1):
+                constraint = prices[index].constraint
+                if constraint is None or constraint.active(at):
+                    active = index
+                    break
+        key = (provider_info.id, model_info.id, active)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = self._compiled[key] = _compile_model_price(model_info.get_prices(at))
+        return compiled
+
+
+GENAI_PRICES_CACHE = _GenaiPricesCache()
+
+
+def override_linear_price(override: PriceOverride) -> LinearPrice:
+    to_attos = money.usd_per_mtok_to_attos_per_token
+    input_price = to_attos(override.input_per_mtok)
+    output_price = to_attos(override.output_per_mtok)
+
+    def or_default(value, default):
+        return default if value is None else to_attos(value)
+
+    return LinearPrice(
+        uncached_input=input_price,
+        cached_input=or_default(override.cached_input_per_mtok, input_price),
+        cache_write=or_default(override.cache_write_per_mtok, input_price),
+        output=output_price,
+        reasoning=or_default(override.reasoning_per_mtok, output_price),
+        per_request=money.usd_to_attos_exact(override.per_request),
+    )
+
+
+class PriceBook:
+    """Prices for one ingest request or re-rating run: overrides are loaded once, up front.
+
+    `tenant_chains` maps each tenant id in the batch to its ancestor chain (itself first), so a
+    tenant override on an organisation applies to its teams, the nearest one winning.
+    """
+
+    def __init__(self, *, tenant_chains: dict[int, list[int]], models: set[str]):
+        self._tenant_chains = tenant_chains
+        chain_ids = {tenant_id for chain in tenant_chains.values() for tenant_id in chain}
+        self._overrides: dict[str, list[tuple[PriceOverride, LinearPrice]]] = {}
+        overrides = PriceOverride.objects.filter(model__in=models).order_by("-valid_from")
+        for override in overrides:
+            if override.tenant_id is None or override.tenant_id in chain_ids:
+                self._overrides.setdefault(override.model, []).append(
+                    (override, override_linear_price(override))
+                )
+
+    def _override(self, tenant_id: int, provider: str, model: str, at: datetime):
+        candidates = self._overrides.get(model)
+        if not candidates:
+            return None
+        chain = self._tenant_chains.get(tenant_id, [tenant_id])
+        best = None
+        best_rank = None
+        for override, price in candidates:
+            if override.provider and override.provider != provider:
+                continue
+            if not (override.valid_from <= at and (override.valid_to is None or at < override.valid_to)):
+                continue
+            rank = chain.index(override.tenant_id) if override.tenant_id is not None else len(chain)
+            if override.tenant_id is not None and override.tenant_id not in chain:
+                continue
+            # Nearest tenant first; for equal nearness the latest valid_from (candidates are sorted).
+            if best_rank is None or rank < best_rank:
+                best, best_rank = (override, price), rank
+        return best
+
+    def quote(
+        self,
+        *,
+        tenant_id: int,
+        provider: str,
+        model: str,
+        at: datetime,
+        buckets: TokenBuckets,
+        reported_cost_nanos: int | None,
+    ) -> Quote:
+        """Price one call. `provider` and `model` must already be normalised."""
+        override = self._override(tenant_id, provider, model, at) if self._overrides else None
+        if override is not None:
+            record, price = override
+            return Quote(
+                money.attos_to_nanos(price.cost_attos(buckets)),
+                PricingSource.OVERRIDE,
+                f"override {record.pk}",
+                model,
+            )
+        found = GENAI_PRICES_CACHE.find(provider, model)
+        if found is not None:
+            provider_info, model_info = found
+            tiered = GENAI_PRICES_CACHE.price(provider_info, model_info, at)
+            return Quote(
+                tiered.cost_nanos(buckets),
+                PricingSource.GENAI_PRICES,
+                GENAI_PRICES_VERSION,
+                f"{provider_info.id}:{model_info.id}",
+            )
+        if reported_cost_nanos is not None:
+            return Quote(reported_cost_nanos, PricingSource.CLIENT_REPORTED, "client", model)
+        return Quote(None, PricingSource.UNPRICED, "", "")

@@ -1,0 +1,105 @@
+"""Serializers for the usage API. Ingestion validates with msgspec (chargeback.usage_input); the
+ingest serializer here documents the same record format in the OpenAPI schema."""
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from chargeback import money
+from chargeback.models import UsageRecord
+
+
+class UsageRecordIngestSerializer(serializers.Serializer):
+    event_id = serializers.CharField(max_length=200, help_text="Client idempotency key, unique per tenant.")
+    timestamp = serializers.DateTimeField(help_text="RFC 3339 with a zone offset.")
+    tenant = serializers.SlugField(required=False, help_text="Tenant slug; optional for a tenant-bound key.")
+    provider = serializers.CharField(max_length=100)
+    model = serializers.CharField(max_length=200)
+    input_tokens = serializers.IntegerField(
+        min_value=0, required=False, help_text="Whole input, cache included."
+    )
+    output_tokens = serializers.IntegerField(
+        min_value=0, required=False, help_text="Whole output, reasoning included."
+    )
+    cached_input_tokens = serializers.IntegerField(
+        min_value=0, required=False, help_text="Cache reads (part of input)."
+    )
+    cache_write_tokens = serializers.IntegerField(
+        min_value=0, required=False, help_text="Cache writes (part of input)."
+    )
+    reasoning_tokens = serializers.IntegerField(min_value=0, required=False, help_text="Part of output.")
+    usage = serializers.DictField(
+        required=False,
+        help_text="A raw OpenAI, Anthropic or Gemini usage object, instead of the token fields.",
+    )
+    latency_ms = serializers.IntegerField(min_value=0, required=False)
+    status = serializers.ChoiceField(choices=["ok", "error"], required=False, default="ok")
+    tags = serializers.DictField(child=serializers.CharField(max_length=256), required=False)
+    cost_usd = serializers.DecimalField(
+        max_digits=18, decimal_places=9, required=False, help_text="Client-reported cost, used when unpriced."
+    )
+
+
+class UsageRecordErrorSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    event_id = serializers.CharField(allow_null=True)
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class UsageIngestResultSerializer(serializers.Serializer):
+    accepted = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    conflicts = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    unpriced = serializers.IntegerField()
+    errors = UsageRecordErrorSerializer(many=True)
+
+
+class UsageIngestEnvelopeSerializer(serializers.Serializer):
+    records = UsageRecordIngestSerializer(many=True)
+
+
+@extend_schema_field({"type": "string", "format": "decimal", "nullable": True, "example": "0.004375000"})
+class NanosAsUsdField(serializers.Field):
+    """Integer nanos shown as a decimal USD string (never a float)."""
+
+    def to_representation(self, value):
+        return money.nanos_to_str(value)
+
+
+class UsageRecordSerializer(serializers.ModelSerializer):
+    tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    timestamp = serializers.DateTimeField(source="occurred_at")
+    input_tokens = serializers.IntegerField()
+    cost_usd = NanosAsUsdField(source="cost_nanos", allow_null=True)
+    list_cost_usd = NanosAsUsdField(source="list_cost_nanos", allow_null=True)
+    reported_cost_usd = NanosAsUsdField(source="reported_cost_nanos", allow_null=True)
+
+    class Meta:
+        model = UsageRecord
+        fields = [
+            "id",
+            "tenant",
+            "event_id",
+            "timestamp",
+            "ingested_at",
+            "provider",
+            "model",
+            "priced_model",
+            "input_tokens",
+            "uncached_input_tokens",
+            "cached_input_tokens",
+            "cache_write_tokens",
+            "output_tokens",
+            "reasoning_tokens",
+            "latency_ms",
+            "status",
+            "tags",
+            "cost_usd",
+            "list_cost_usd",
+            "reported_cost_usd",
+            "pricing_source",
+            "price_version",
+            "source",
+        ]
+        read_only_fields = fields

@@ -1,0 +1,24 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from chargeback.api import HealthApi
+
+api_v1 = [
+    path("", include("tenants.urls")),
+    path("", include("chargeback.api_urls")),
+]
+
+urlpatterns = [
+    path("healthz", HealthApi.as_view(), name="healthz"),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
+    path("admin/", admin.site.urls),
+]
+
+handler400 = "chargeback.errors.json_bad_request"
+handler403 = "chargeback.errors.json_permission_denied"
+handler404 = "chargeback.errors.json_not_found"
+handler500 = "chargeback.errors.json_server_error"

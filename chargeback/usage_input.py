@@ -1,0 +1,239 @@
+"""Decoding and validating usage records as clients send them, without a serializer per record.
+
+msgspec validates each record in C against `UsageRecordIn`; the checks that span fields (token
+parts within wholes, timestamps, tenants) follow in `normalize`. Every problem becomes a
+`RecordError` with a stable code, so one bad record never costs the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from chargeback import money
+from chargeback.pricing import TokenBuckets, normalize_model, normalize_provider
+from chargeback.provider_usage import UsageObjectError, buckets_from_usage_object
+
+MAX_TOKENS = 1_000_000_000
+MAX_TAGS = 32
+MAX_REPORTED_COST_USD = Decimal(1_000_000)
+EARLIEST_TIMESTAMP = datetime(2015, 1, 1, tzinfo=UTC)
+
+TokenCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
+TagKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+TagValue = Annotated[str, msgspec.Meta(max_length=256)]
+
+
+class UsageRecordIn(msgspec.Struct, forbid_unknown_fields=True):
+    """One LLM call as a client reports it (the API's own record format)."""
+
+    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    timestamp: Annotated[datetime, msgspec.Meta(tz=True)]
+    provider: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    tenant: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    input_tokens: TokenCount | None = None
+    output_tokens: TokenCount | None = None
+    cached_input_tokens: TokenCount | None = None
+    cache_write_tokens: TokenCount | None = None
+    reasoning_tokens: TokenCount | None = None
+    usage: dict[str, Any] | None = None
+    latency_ms: Annotated[int, msgspec.Meta(ge=0, le=86_400_000)] | None = None
+    status: Literal["ok", "error"] = "ok"
+    tags: Annotated[dict[TagKey, TagValue], msgspec.Meta(max_length=MAX_TAGS)] = {}
+    cost_usd: Decimal | None = None
+
+
+class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
+    records: list[msgspec.Raw]
+
+
+_RECORD_DECODER = msgspec.json.Decoder(UsageRecordIn)
+_LIST_DECODER = msgspec.json.Decoder(list[msgspec.Raw])
+_ENVELOPE_DECODER = msgspec.json.Decoder(_Envelope)
+_HASH_ENCODER = msgspec.json.Encoder(order="sorted")
+
+
+class BodyError(ValueError):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(slots=True)
+class RecordError(Exception):
+    code: str
+    message: str
+
+
+def split_body(body: bytes, *, ndjson: bool, max_records: int) -> list[Any]:
+    """The records of a request body, still undecoded (msgspec.Raw or bytes)."""
+    if ndjson:
+        items = [line for line in body.split(b"\n") if line.strip()]
+    else:
+        stripped = body.lstrip()
+        try:
+            if stripped.startswith(b"["):
+                items = _LIST_DECODER.decode(body)
+            elif stripped.startswith(b"{"):
+                items = _ENVELOPE_DECODER.decode(body).records
+            else:
+                raise BodyError(
+                    "invalid_json",
+                    "The body must be a JSON array of records, an object with 'records', or NDJSON.",
+                )
+        except msgspec.DecodeError as error:
+            code = "invalid_json" if not isinstance(error, msgspec.ValidationError) else "invalid_body_shape"
+            raise BodyError(code, f"The body is not valid: {error}") from error
+    if len(items) > max_records:
+        raise BodyError(
+            "too_many_records", f"{len(items)} records in one request; the limit is {max_records}."
+        )
+    return items
+
+
+_MISSING = re.compile(r"missing required field `([^`]+)`")
+_UNKNOWN = re.compile(r"unknown field `([^`]+)`")
+
+
+def _validation_code(message: str) -> str:
+    if _MISSING.search(message):
+        return "missing_field"
+    if _UNKNOWN.search(message):
+        return "unknown_field"
+    if "timezone" in message:
+        return "timestamp_without_zone"
+    if message.startswith("Expected `") and ", got `" in message:
+        return "invalid_type"
+    if "JSON" in message or "malformed" in message.lower() or "truncated" in message.lower():
+        return "invalid_json"
+    return "invalid_value"
+
+
+def decode_record(item: Any) -> UsageRecordIn:
+    """Validate one raw record: JSON bytes/msgspec.Raw, or an already-parsed mapping."""
+    try:
+        if isinstance(item, dict):
+            return msgspec.convert(item, UsageRecordIn)
+        return _RECORD_DECODER.decode(item)
+    except msgspec.DecodeError as error:
+        message = str(error)
+        code = "invalid_json" if not isinstance(error, msgspec.ValidationError) else _validation_code(message)
+        raise RecordError(code, message) from error
+
+
+def event_id_of(item: Any) -> str | None:
+    """Best-effort event_id of a record that failed validation, for the error report."""
+    try:
+        data = item if isinstance(item, dict) else msgspec.json.decode(item)
+    except msgspec.DecodeError:
+        return None
+    value = data.get("event_id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def token_buckets(record: UsageRecordIn) -> TokenBuckets:
+    token_fields = (
+        record.input_tokens,
+        record.output_tokens,
+        record.cached_input_tokens,
+        record.cache_write_tokens,
+        record.reasoning_tokens,
+    )
+    has_fields = any(value is not None for value in token_fields)
+    if record.usage is not None:
+        if has_fields:
+            raise RecordError(
+                "ambiguous_tokens", "Send either a provider 'usage' object or token fields, not both."
+            )
+        try:
+            return buckets_from_usage_object(record.usage)
+        except UsageObjectError as error:
+            raise RecordError("invalid_usage_object", str(error)) from error
+    if record.input_tokens is None and record.output_tokens is None:
+        raise RecordError(
+            "missing_tokens", "A record needs input_tokens and output_tokens (or a 'usage' object)."
+        )
+    input_total = record.input_tokens or 0
+    output_total = record.output_tokens or 0
+    cached = record.cached_input_tokens or 0
+    cache_write = record.cache_write_tokens or 0
+    reasoning = record.reasoning_tokens or 0
+    if cached + cache_write > input_total:
+        raise RecordError(
+            "inconsistent_tokens",
+            f"cached_input_tokens + cache_write_tokens ({cached + cache_write}) exceed input_tokens ({input_total});"
+            " input_tokens is the whole input, cache included.",
+        )
+    if reasoning > output_total:
+        raise RecordError(
+            "inconsistent_tokens",
+            f"reasoning_tokens ({reasoning}) exceed output_tokens ({output_total});"
+            " output_tokens is the whole output, reasoning included.",
+        )
+    return TokenBuckets(input_total - cached - cache_write, cached, cache_write, output_total, reasoning)
+
+
+def check_timestamp(timestamp: datetime, *, now: datetime, max_future_skew: timedelta) -> datetime:
+    occurred_at = timestamp.astimezone(UTC)
+    if occurred_at > now + max_future_skew:
+        raise RecordError(
+            "timestamp_in_future",
+            f"timestamp {timestamp.isoformat()} is more than {int(max_future_skew.total_seconds())}s in the future.",
+        )
+    if occurred_at < EARLIEST_TIMESTAMP:
+        raise RecordError("timestamp_too_old", f"timestamp {timestamp.isoformat()} is before 2015.")
+    return occurred_at
+
+
+def reported_cost_nanos(record: UsageRecordIn) -> int | None:
+    if record.cost_usd is None:
+        return None
+    cost = record.cost_usd
+    if not cost.is_finite() or cost < 0 or cost > MAX_REPORTED_COST_USD:
+        raise RecordError("invalid_cost", "cost_usd must be a finite amount between 0 and 1,000,000 USD.")
+    return money.usd_to_nanos(cost)
+
+
+def payload_hash(
+    record: UsageRecordIn, occurred_at: datetime, buckets: TokenBuckets, reported_nanos: int | None
+) -> str:
+    """A digest of what the record means (not how it was spelled), to tell resends from conflicts."""
+    canonical = (
+        occurred_at.isoformat(),
+        normalize_provider(record.provider),
+        record.model,
+        buckets.uncached_input,
+        buckets.cached_input,
+        buckets.cache_write,
+        buckets.output,
+        buckets.reasoning,
+        record.latency_ms,
+        record.status,
+        record.tags,
+        reported_nanos,
+    )
+    return hashlib.blake2b(_HASH_ENCODER.encode(canonical), digest_size=16).hexdigest()
+
+
+__all__ = [
+    "BodyError",
+    "RecordError",
+    "UsageRecordIn",
+    "check_timestamp",
+    "decode_record",
+    "event_id_of",
+    "normalize_model",
+    "normalize_provider",
+    "payload_hash",
+    "reported_cost_nanos",
+    "split_body",
+    "token_buckets",
+]

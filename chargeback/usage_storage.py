@@ -1,0 +1,204 @@
+"""Writing priced usage rows and their hourly rollups: a COPY fast path on PostgreSQL, plain
+INSERTs on SQLite. Both return the keys they actually inserted, so the caller can tell new rows
+from resends; both run inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from django.db import connection
+
+from chargeback.models import LATENCY_BUCKET_BOUNDS_MS, LATENCY_BUCKET_FIELDS, UsageRecord, UsageRollupHourly
+
+# Column order of a usage row tuple, as built by the ingestion service.
+USAGE_COLUMNS = (
+    "tenant_id",
+    "event_id",
+    "payload_hash",
+    "occurred_at",
+    "ingested_at",
+    "provider",
+    "model",
+    "priced_model",
+    "uncached_input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "latency_ms",
+    "status",
+    "tags",  # JSON text
+    "list_cost_nanos",
+    "cost_nanos",
+    "reported_cost_nanos",
+    "pricing_source",
+    "price_version",
+    "source",
+)
+_COLUMN_INDEX = {name: index for index, name in enumerate(USAGE_COLUMNS)}
+_POSTGRES_TYPES = (
+    "bigint", "text", "text", "timestamptz", "timestamptz", "text", "text", "text",
+    "bigint", "bigint", "bigint", "bigint", "bigint", "integer", "text", "text",
+    "bigint", "bigint", "bigint", "text", "text", "text",
+)  # fmt: skip
+_USAGE_TABLE = UsageRecord._meta.db_table
+_ROLLUP_TABLE = UsageRollupHourly._meta.db_table
+
+ROLLUP_KEY_COLUMNS = ("tenant_id", "hour", "provider", "model", "feature", "status")
+ROLLUP_SUM_COLUMNS = (
+    "requests",
+    "unpriced_requests",
+    "uncached_input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "list_cost_nanos",
+    "cost_nanos",
+    "latency_count",
+    "latency_ms_sum",
+    *LATENCY_BUCKET_FIELDS,
+)
+_FIRST_BUCKET = ROLLUP_SUM_COLUMNS.index(LATENCY_BUCKET_FIELDS[0])
+
+UsageKey = tuple[int, str]
+
+
+def usage_insert_rows(rows: Sequence[tuple]) -> set[UsageKey]:
+    """Insert rows whose (tenant, event_id) is new; return the keys inserted."""
+    if not rows:
+        return set()
+    if connection.vendor == "postgresql":
+        return _insert_postgresql(rows)
+    return _insert_generic(rows)
+
+
+def _insert_postgresql(rows: Sequence[tuple]) -> set[UsageKey]:
+    columns = ", ".join(USAGE_COLUMNS)
+    staging_columns = ", ".join(
+        f"{name} {kind}" for name, kind in zip(USAGE_COLUMNS, _POSTGRES_TYPES, strict=True)
+    )
+    select_columns = ", ".join("tags::jsonb" if name == "tags" else name for name in USAGE_COLUMNS)
+    with connection.cursor() as wrapper:
+        cursor = wrapper.cursor  # the psycopg cursor, for COPY
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS usage_staging ({staging_columns}) ON COMMIT DELETE ROWS"
+        )
+        cursor.execute("TRUNCATE usage_staging")
+        with cursor.copy(f"COPY usage_staging ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(_POSTGRES_TYPES)
+            for row in rows:
+                copy.write_row(row)
+        # Sorted, so that concurrent batches with overlapping keys lock them in the same order.
+        cursor.execute(
+            f"INSERT INTO {_USAGE_TABLE} ({columns}) SELECT {select_columns} FROM usage_staging"
+            " ORDER BY tenant_id, event_id ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING tenant_id, event_id"
+        )
+        return set(cursor.fetchall())
+
+
+def _insert_generic(rows: Sequence[tuple]) -> set[UsageKey]:
+    existing = {key for key, _ in usage_existing_hashes([(row[0], row[1]) for row in rows])}
+    new_rows = sorted(
+        (row for row in rows if (row[0], row[1]) not in existing), key=lambda row: (row[0], row[1])
+    )
+    adapt = connection.ops.adapt_datetimefield_value
+    occurred, ingested = _COLUMN_INDEX["occurred_at"], _COLUMN_INDEX["ingested_at"]
+    params = []
+    for row in new_rows:
+        values = list(row)
+        values[occurred] = adapt(values[occurred])
+        values[ingested] = adapt(values[ingested])
+        params.append(values)
+    placeholders = ", ".join(["%s"] * len(USAGE_COLUMNS))
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {_USAGE_TABLE} ({', '.join(USAGE_COLUMNS)}) VALUES ({placeholders})"
+            " ON CONFLICT (tenant_id, event_id) DO NOTHING",
+            params,
+        )
+    return {(row[0], row[1]) for row in new_rows}
+
+
+def usage_existing_hashes(keys: Iterable[UsageKey]) -> list[tuple[UsageKey, str]]:
+    """Stored payload hashes for these (tenant_id, event_id) keys."""
+    by_tenant: dict[int, list[str]] = {}
+    for tenant_id, event_id in keys:
+        by_tenant.setdefault(tenant_id, []).append(event_id)
+    found = []
+    for tenant_id, event_ids in by_tenant.items():
+        for start in range(0, len(event_ids), 5000):
+            chunk = event_ids[start : start + 5000]
+            rows = UsageRecord.objects.filter(tenant_id=tenant_id, event_id__in=chunk).values_list(
+                "event_id", "payload_hash"
+            )
+            found.extend(((tenant_id, event_id), digest) for event_id, digest in rows)
+    return found
+
+
+def latency_bucket(latency_ms: int) -> int:
+    return bisect.bisect_left(LATENCY_BUCKET_BOUNDS_MS, latency_ms)
+
+
+class RollupAccumulator:
+    """Sums usage rows into hourly rollup deltas, keyed like UsageRollupHourly."""
+
+    def __init__(self):
+        self.deltas: dict[tuple, list[int]] = {}
+
+    def add(
+        self,
+        *,
+        tenant_id: int,
+        occurred_at: datetime,
+        provider: str,
+        model: str,
+        feature: str,
+        status: str,
+        buckets: Sequence[int],
+        latency_ms: int | None,
+        list_cost_nanos: int | None,
+        cost_nanos: int | None,
+    ) -> None:
+        hour = occurred_at.replace(minute=0, second=0, microsecond=0)
+        key = (tenant_id, hour, provider, model, feature, status)
+        sums = self.deltas.get(key)
+        if sums is None:
+            sums = self.deltas[key] = [0] * len(ROLLUP_SUM_COLUMNS)
+        sums[0] += 1
+        if cost_nanos is None:
+            sums[1] += 1
+        else:
+            sums[7] += list_cost_nanos
+            sums[8] += cost_nanos
+        sums[2] += buckets[0]
+        sums[3] += buckets[1]
+        sums[4] += buckets[2]
+        sums[5] += buckets[3]
+        sums[6] += buckets[4]
+        if latency_ms is not None:
+            sums[9] += 1
+            sums[10] += latency_ms
+            sums[_FIRST_BUCKET + latency_bucket(latency_ms)] += 1
+
+
+def rollups_upsert(deltas: dict[tuple, list[int]]) -> None:
+    """Add deltas to the hourly rollups (creating rows as needed), in key order to avoid deadlocks."""
+    if not deltas:
+        return
+    columns = (*ROLLUP_KEY_COLUMNS, *ROLLUP_SUM_COLUMNS)
+    updates = ", ".join(f"{name} = {_ROLLUP_TABLE}.{name} + excluded.{name}" for name in ROLLUP_SUM_COLUMNS)
+    sql = (
+        f"INSERT INTO {_ROLLUP_TABLE} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
+        f" ON CONFLICT ({', '.join(ROLLUP_KEY_COLUMNS)}) DO UPDATE SET {updates}"
+    )
+    adapt = connection.ops.adapt_datetimefield_value
+    params = [
+        [key[0], adapt(key[1]), *key[2:], *sums]
+        for key, sums in sorted(deltas.items(), key=lambda item: (item[0][0], item[0][1], *item[0][2:]))
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)

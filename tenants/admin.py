@@ -1,0 +1,65 @@
+from django import forms
+from django.contrib import admin, messages
+
+from tenants.models import ApiKey, Tenant
+from tenants.services import api_key_create, api_key_revoke, tenant_save
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "kind", "parent", "time_zone", "billing_email", "is_active"]
+    list_filter = ["kind", "is_active", "time_zone"]
+    search_fields = ["slug", "name", "billing_email"]
+    autocomplete_fields = ["parent"]
+    prepopulated_fields = {"slug": ["name"]}
+
+    def save_model(self, request, obj, form, change):
+        tenant_save(tenant=obj)
+
+
+class ApiKeyCreateForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(choices=ApiKey.Scope.choices, widget=forms.CheckboxSelectMultiple)
+
+    class Meta:
+        model = ApiKey
+        fields = ["name", "tenant", "scopes"]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["prefix", "name", "tenant", "scopes", "is_active", "created_at", "last_used_at"]
+    list_filter = ["is_active", "tenant"]
+    search_fields = ["prefix", "name", "tenant__slug"]
+    actions = ["revoke"]
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = ApiKeyCreateForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["name", "tenant", "scopes"]
+        return ["name", "prefix", "tenant", "scopes", "is_active", "created_at", "last_used_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else ["prefix", "tenant", "scopes", "created_at", "last_used_at"]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            obj.save()
+            return
+        created, secret = api_key_create(
+            name=form.cleaned_data["name"],
+            scopes=form.cleaned_data["scopes"],
+            tenant=form.cleaned_data["tenant"],
+        )
+        obj.pk = created.pk
+        messages.warning(
+            request, f"Copy this key now; it is not stored and will not be shown again: {secret}"
+        )
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request, queryset):
+        for api_key in queryset:
+            api_key_revoke(api_key=api_key)

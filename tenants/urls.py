@@ -1,0 +1,8 @@
+from django.urls import path
+
+from tenants.api import TenantDetailApi, TenantListApi
+
+urlpatterns = [
+    path("tenants/", TenantListApi.as_view(), name="tenant-list"),
+    path("tenants/<slug:slug>/", TenantDetailApi.as_view(), name="tenant-detail"),
+]

@@ -1,0 +1,53 @@
+from datetime import UTC, datetime
+
+import factory
+
+from chargeback.models import PriceOverride
+from tenants.models import ApiKey, Tenant
+from tenants.services import api_key_create
+
+
+class TenantFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Tenant
+        django_get_or_create = ("slug",)
+
+    slug = factory.Sequence(lambda number: f"tenant-{number}")
+    name = factory.LazyAttribute(lambda tenant: tenant.slug.replace("-", " ").title())
+    kind = Tenant.Kind.TEAM
+    time_zone = "UTC"
+
+
+class ApiKeyFactory(factory.django.DjangoModelFactory):
+    """Keys go through the service, so hashing is real; `create_with_secret` also returns the secret."""
+
+    class Meta:
+        model = ApiKey
+
+    name = factory.Sequence(lambda number: f"key {number}")
+    tenant = None
+    scopes = factory.LazyFunction(lambda: ["read"])
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        api_key, _ = api_key_create(name=kwargs["name"], scopes=kwargs["scopes"], tenant=kwargs["tenant"])
+        return api_key
+
+    @classmethod
+    def create_with_secret(cls, **kwargs):
+        return api_key_create(
+            name=kwargs.get("name", "test key"),
+            scopes=kwargs.get("scopes", ["read"]),
+            tenant=kwargs.get("tenant"),
+        )
+
+
+class PriceOverrideFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PriceOverride
+
+    model = "gpt-4o"
+    provider = ""
+    valid_from = datetime(2020, 1, 1, tzinfo=UTC)
+    input_per_mtok = 1
+    output_per_mtok = 2
