@@ -269,9 +269,9 @@ class PriceBook:
                 continue
             if not (override.valid_from <= at and (override.valid_to is None or at < override.valid_to)):
                 continue
-            rank = chain.index(override.tenant_id) if override.tenant_id is not None else len(chain)
             if override.tenant_id is not None and override.tenant_id not in chain:
-                continue
+                continue  # another tenant's negotiated rate (the batch holds several tenants)
+            rank = chain.index(override.tenant_id) if override.tenant_id is not None else len(chain)
             # Nearest tenant first; for equal nearness the latest valid_from (candidates are sorted).
             if best_rank is None or rank < best_rank:
                 best, best_rank = (override, price), rank

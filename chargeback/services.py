@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from chargeback import money
-from chargeback.models import PricingSource, RerateAudit, UsageRecord, UsageRollupHourly
+from chargeback.models import RerateAudit, UsageRecord, UsageRollupHourly
 from chargeback.pricing import PriceBook, TokenBuckets, normalize_model, normalize_provider
 from chargeback.usage_input import (
     RecordError,
@@ -33,7 +33,7 @@ from chargeback.usage_storage import (
     usage_insert_rows,
 )
 from tenants.models import Tenant
-from tenants.selectors import tenant_ancestor_ids
+from tenants.selectors import tenant_ancestor_ids, tenant_descendant_ids
 
 logger = logging.getLogger(__name__)
 _TAGS_ENCODER = msgspec.json.Encoder(order="sorted")
@@ -316,4 +316,73 @@ def usage_rollups_rebuild(*, tenant_ids: list[int] | None = None, start: datetim
     return count
 
 
-__all__ = ["IngestResult", "PricingSource", "RerateAudit", "usage_records_ingest", "usage_rollups_rebuild"]
+def usage_records_rerate(*, tenant: Tenant, start: datetime, end: datetime, actor: str) -> RerateAudit:
+    """Re-price the records of `tenant` and its descendants in [start, end) with today's price book.
+
+    An explicit, audited operation: the audit row keeps the record count and the charged totals
+    before and after, and the affected hourly rollups are rebuilt in the same transaction.
+    """
+    tenant_ids = tenant_descendant_ids(tenant.pk)
+    with transaction.atomic():
+        records = UsageRecord.objects.select_for_update().filter(
+            tenant_id__in=tenant_ids, occurred_at__gte=start, occurred_at__lt=end
+        )
+        resolver = _TenantResolver(set(), scope_tenant_ids=None, default_tenant_id=None)
+        resolver.chains = {tenant_id: tenant_ancestor_ids(tenant_id) for tenant_id in tenant_ids}
+        resolver.load_markups()
+        models = set(records.values_list("model", flat=True).distinct())
+        price_book = PriceBook(
+            tenant_chains=resolver.chains, models={normalize_model(model) for model in models}
+        )
+        before = after = count = 0
+        changed = []
+        for record in records.order_by("id").iterator(chunk_size=2000):
+            before += record.cost_nanos or 0
+            quote = price_book.quote(
+                tenant_id=record.tenant_id,
+                provider=record.provider,
+                model=normalize_model(record.model),
+                at=record.occurred_at,
+                buckets=TokenBuckets(
+                    record.uncached_input_tokens,
+                    record.cached_input_tokens,
+                    record.cache_write_tokens,
+                    record.output_tokens,
+                    record.reasoning_tokens,
+                ),
+                reported_cost_nanos=record.reported_cost_nanos,
+            )
+            record.list_cost_nanos = quote.list_cost_nanos
+            record.cost_nanos = resolver.charged(record.tenant_id, quote.list_cost_nanos)
+            record.pricing_source = quote.pricing_source
+            record.price_version = quote.price_version
+            record.priced_model = quote.priced_model
+            after += record.cost_nanos or 0
+            count += 1
+            changed.append(record)
+            if len(changed) >= 2000:
+                _rerate_save(changed)
+        _rerate_save(changed)
+        hour_start = start.replace(minute=0, second=0, microsecond=0)
+        usage_rollups_rebuild(tenant_ids=tenant_ids, start=hour_start, end=_ceil_hour(end))
+        return RerateAudit.objects.create(
+            tenant=tenant,
+            period_start=start,
+            period_end=end,
+            records=count,
+            cost_nanos_before=before,
+            cost_nanos_after=after,
+            actor=actor,
+        )
+
+
+def _rerate_save(records: list[UsageRecord]) -> None:
+    UsageRecord.objects.bulk_update(
+        records, ["list_cost_nanos", "cost_nanos", "pricing_source", "price_version", "priced_model"]
+    )
+    records.clear()
+
+
+def _ceil_hour(moment: datetime) -> datetime:
+    floored = moment.replace(minute=0, second=0, microsecond=0)
+    return floored if floored == moment else floored + timedelta(hours=1)

@@ -1,9 +1,83 @@
 import pytest
 
+from tenants.services import api_key_revoke
+from tests.factories import ApiKeyFactory, TenantFactory
+
 pytestmark = pytest.mark.django_db
 
 
-def test_tenant_list_requires_a_key(api_client):
+@pytest.fixture
+def tree():
+    org = TenantFactory(slug="org", kind="organization")
+    team = TenantFactory(slug="team", parent=org)
+    project = TenantFactory(slug="project", parent=team, kind="project")
+    sibling = TenantFactory(slug="sibling", parent=org)
+    other_org = TenantFactory(slug="other-org", kind="organization")
+    return {"org": org, "team": team, "project": project, "sibling": sibling, "other": other_org}
+
+
+def _slugs(response):
+    return sorted(tenant["slug"] for tenant in response.json()["results"])
+
+
+def test_a_tenant_key_sees_its_tenant_and_descendants_only(client_for, tree):
+    response = client_for(tree["team"], scopes=["read"]).get("/api/v1/tenants/")
+    assert response.status_code == 200
+    assert _slugs(response) == ["project", "team"]
+
+
+def test_a_global_key_sees_every_tenant(client_for, tree):
+    response = client_for(None, scopes=["read"]).get("/api/v1/tenants/")
+    assert _slugs(response) == ["org", "other-org", "project", "sibling", "team"]
+
+
+@pytest.mark.parametrize("outside", ["org", "sibling", "other-org"])
+def test_a_tenant_key_gets_404_for_parent_sibling_and_other_tenants(client_for, tree, outside):
+    client = client_for(tree["team"], scopes=["read"])
+    response = client.get(f"/api/v1/tenants/{outside}/")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert client.get("/api/v1/tenants/project/").status_code == 200
+
+
+def test_tenant_filters(client_for, tree):
+    client = client_for(None, scopes=["read"])
+    assert _slugs(client.get("/api/v1/tenants/?parent=org")) == ["sibling", "team"]
+    assert _slugs(client.get("/api/v1/tenants/?within=team")) == ["project", "team"]
+    assert _slugs(client.get("/api/v1/tenants/?kind=organization")) == ["org", "other-org"]
+    assert _slugs(client.get("/api/v1/tenants/?search=sib")) == ["sibling"]
+
+
+def test_filters_cannot_widen_a_tenant_keys_scope(client_for, tree):
+    client = client_for(tree["team"], scopes=["read"])
+    assert _slugs(client.get("/api/v1/tenants/?within=org")) == ["project", "team"]
+    assert _slugs(client.get("/api/v1/tenants/?parent=org")) == ["team"]
+
+
+def test_read_scope_is_required(client_for, tree):
+    response = client_for(tree["team"], scopes=["ingest"]).get("/api/v1/tenants/")
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "scope_missing"
+
+
+def test_admin_scope_implies_read(client_for, tree):
+    assert client_for(tree["team"], scopes=["admin"]).get("/api/v1/tenants/").status_code == 200
+
+
+def test_revoked_and_unknown_keys_are_refused(api_client, tree):
+    api_key, secret = ApiKeyFactory.create_with_secret(tenant=tree["team"], scopes=["read"])
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    assert api_client.get("/api/v1/tenants/").status_code == 200
+    api_key_revoke(api_key=api_key)
     response = api_client.get("/api/v1/tenants/")
     assert response.status_code == 401
-    assert response.json()["error"]["code"] == "not_authenticated"
+    assert response.json()["error"]["code"] == "authentication_failed"
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret[:-1]}x")
+    assert api_client.get("/api/v1/tenants/").status_code == 401
+
+
+def test_a_key_of_a_deactivated_tenant_is_refused(client_for, tree):
+    client = client_for(tree["team"], scopes=["read"])
+    tree["team"].is_active = False
+    tree["team"].save()
+    assert client.get("/api/v1/tenants/").json()["error"]["code"] == "authentication_failed"
