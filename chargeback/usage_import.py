@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from chargeback.usage_input import TextRecord
+
 # CSV columns that are not record fields: tag.<key> columns become tags.
 TAG_COLUMN_PREFIX = "tag."
 
@@ -27,8 +29,8 @@ def _is_csv(path: Path) -> bool:
     return ".csv" in suffixes
 
 
-def _csv_record(row: dict[str, str]) -> dict[str, Any]:
-    record: dict[str, Any] = {}
+def _csv_record(row: dict[str, str]) -> TextRecord:
+    record = TextRecord()
     tags: dict[str, str] = {}
     for column, value in row.items():
         if column is None or value is None or value == "":

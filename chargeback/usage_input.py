@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from chargeback import money
-from chargeback.pricing import TokenBuckets, normalize_model, normalize_provider
+from chargeback.pricing import TokenBuckets, normalize_provider
 from chargeback.provider_usage import UsageObjectError, buckets_from_usage_object
 
 MAX_TOKENS = 1_000_000_000
@@ -117,11 +117,15 @@ def _validation_code(message: str) -> str:
     return "invalid_value"
 
 
+class TextRecord(dict):
+    """A record whose values are all text (a CSV row): numbers and dates are parsed from strings."""
+
+
 def decode_record(item: Any) -> UsageRecordIn:
-    """Validate one raw record: JSON bytes/msgspec.Raw, or an already-parsed mapping."""
+    """Validate one raw record: JSON bytes/msgspec.Raw, an already-parsed mapping, or a TextRecord."""
     try:
         if isinstance(item, dict):
-            return msgspec.convert(item, UsageRecordIn)
+            return msgspec.convert(item, UsageRecordIn, strict=not isinstance(item, TextRecord))
         return _RECORD_DECODER.decode(item)
     except msgspec.DecodeError as error:
         message = str(error)
@@ -223,17 +227,3 @@ def payload_hash(
     return hashlib.blake2b(_HASH_ENCODER.encode(canonical), digest_size=16).hexdigest()
 
 
-__all__ = [
-    "BodyError",
-    "RecordError",
-    "UsageRecordIn",
-    "check_timestamp",
-    "decode_record",
-    "event_id_of",
-    "normalize_model",
-    "normalize_provider",
-    "payload_hash",
-    "reported_cost_nanos",
-    "split_body",
-    "token_buckets",
-]

@@ -44,7 +44,7 @@ def ledger_totals():
 
 def rollup_snapshot():
     fields = ("tenant_id", "hour", "provider", "model", "feature", "status")
-    values = [field.name for field in UsageRollupHourly._meta.fields if field.name != "id"]
+    values = [field.attname for field in UsageRollupHourly._meta.fields if field.name != "id"]
     return sorted(
         (tuple(row[name] for name in fields), row)
         for row in UsageRollupHourly.objects.values(*values)

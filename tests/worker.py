@@ -1,0 +1,73 @@
+"""A real Celery worker process for integration tests, on the test database and the real broker."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_database_url() -> str:
+    settings = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{Path(settings['NAME']).resolve()}"
+    user = settings.get("USER") or "postgres"
+    return f"postgres://{user}@{settings.get('HOST') or '127.0.0.1'}:{settings.get('PORT') or 5432}/{settings['NAME']}"
+
+
+@contextmanager
+def celery_worker(timeout: float = 90):
+    """Start `celery worker` on a private queue; yield the queue name; stop the worker afterwards."""
+    queue = f"test-{uuid.uuid4().hex[:12]}"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": test_database_url(),
+        "CONN_MAX_AGE": "0",
+    }
+    command = [
+        sys.executable, "-m", "celery", "-A", "chargeback", "worker", "--pool=solo", "--loglevel=INFO",
+        "-Q", queue, "--without-gossip", "--without-mingle", "--without-heartbeat", f"--hostname={queue}@%h",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def pump():
+        for raw in process.stdout:
+            line = raw.decode(errors="replace")
+            lines.append(line)
+            if " ready." in line:
+                ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready.is_set():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("Celery worker did not start:\n" + "".join(lines[-40:]))
+            time.sleep(0.2)
+        yield queue, lines
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_for(predicate, *, timeout: float = 60, interval: float = 0.3, lines=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError("condition not met in time" + ("\nworker log:\n" + "".join(lines[-40:]) if lines else ""))
