@@ -246,6 +246,11 @@ def usage_records_ingest(
                 cost_nanos=row[17],
             )  # fmt: skip
         rollups_upsert(rollups.deltas)
+    if result.unpriced:
+        unpriced_models = sorted({row[6] for row in rows if row[17] is None and (row[0], row[1]) in inserted})
+        logger.warning(
+            "%d unpriced usage records stored (models: %s)", result.unpriced, ", ".join(unpriced_models)
+        )
     result.errors.sort(key=lambda error: error["index"])
     return result
 

@@ -2,11 +2,23 @@ from django import forms
 from django.contrib import admin, messages
 
 from tenants.models import ApiKey, Tenant
-from tenants.services import api_key_create, api_key_revoke, tenant_save
+from tenants.services import api_key_create, api_key_revoke, tenant_check_parent, tenant_save
+
+
+class TenantAdminForm(forms.ModelForm):
+    class Meta:
+        model = Tenant
+        fields = "__all__"
+
+    def clean_parent(self):
+        parent = self.cleaned_data.get("parent")
+        tenant_check_parent(self.instance, parent)
+        return parent
 
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
+    form = TenantAdminForm
     list_display = ["slug", "name", "kind", "parent", "time_zone", "billing_email", "is_active"]
     list_filter = ["kind", "is_active", "time_zone"]
     search_fields = ["slug", "name", "billing_email"]

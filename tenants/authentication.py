@@ -2,12 +2,13 @@
 
 import hmac
 
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from tenants.selectors import api_key_get_by_prefix
-from tenants.services import api_key_hash, api_key_split
+from tenants.services import api_key_hash, api_key_split, api_key_touch
 
 
 class ApiKeyUser:
@@ -45,6 +46,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed(_("Invalid or revoked API key."))
         if api_key.tenant_id is not None and not api_key.tenant.is_active:
             raise exceptions.AuthenticationFailed(_("The API key's tenant is deactivated."))
+        api_key_touch(api_key=api_key, now=timezone.now())
         return ApiKeyUser(api_key), api_key
 
     def authenticate_header(self, request):

@@ -3,6 +3,7 @@
 import hashlib
 import secrets
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -48,25 +49,32 @@ def api_key_create(*, name: str, scopes: Iterable[str], tenant: Tenant | None = 
     return api_key, secret
 
 
+def api_key_touch(*, api_key: ApiKey, now: datetime) -> None:
+    """Record that the key was used, at most once a minute so that authentication stays read-only."""
+    if api_key.last_used_at is None or now - api_key.last_used_at > timedelta(minutes=1):
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
+
+
 def api_key_revoke(*, api_key: ApiKey) -> None:
     api_key.is_active = False
     api_key.save(update_fields=["is_active"])
 
 
-def _tenant_check_parent(tenant: Tenant, parent: Tenant | None) -> None:
+def tenant_check_parent(tenant: Tenant, parent: Tenant | None) -> None:
+    """Refuse a parent that is the tenant itself or below it (a loop)."""
     if parent is None or tenant.pk is None:
         return
     if parent.pk in tenant_descendant_ids(tenant.pk):
         raise ValidationError(
-            {"parent": f"{parent.slug} is {tenant.slug} itself or below it; a tenant tree cannot loop."},
-            code="tenant_cycle",
+            f"{parent.slug} is {tenant.slug} itself or below it; a tenant tree cannot loop.", code="tenant_cycle"
         )
 
 
 @transaction.atomic
 def tenant_save(*, tenant: Tenant) -> Tenant:
     """Validate and save a new or changed tenant (the admin and the seed both come through here)."""
-    _tenant_check_parent(tenant, tenant.parent)
+    tenant_check_parent(tenant, tenant.parent)
     tenant.full_clean()
     tenant.save()
     return tenant

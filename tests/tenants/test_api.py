@@ -81,3 +81,10 @@ def test_a_key_of_a_deactivated_tenant_is_refused(client_for, tree):
     tree["team"].is_active = False
     tree["team"].save()
     assert client.get("/api/v1/tenants/").json()["error"]["code"] == "authentication_failed"
+
+
+def test_key_use_is_recorded(client_for, tree):
+    from tenants.models import ApiKey
+
+    client_for(tree["team"], scopes=["read"]).get("/api/v1/tenants/")
+    assert ApiKey.objects.get(tenant=tree["team"]).last_used_at is not None

@@ -45,7 +45,9 @@ def test_tenant_cannot_become_its_own_descendant():
 def test_tenant_time_zone_must_be_iana():
     with pytest.raises(ValidationError):
         tenant_create(slug="tz", name="Tz", time_zone="Mars/Olympus")
-    assert tenant_create(slug="tz-ok", name="Tz", time_zone="America/New_York").time_zone == "America/New_York"
+    assert (
+        tenant_create(slug="tz-ok", name="Tz", time_zone="America/New_York").time_zone == "America/New_York"
+    )
 
 
 def test_factory_tenants_are_active_by_default():
