@@ -45,10 +45,13 @@ class UsageRecord(models.Model):
     ingested_at = models.DateTimeField()
     provider = models.CharField(max_length=100)
     model = models.CharField(max_length=200)
-    priced_model = models.CharField(max_length=200, blank=True)
+    # The normalised model id: genai-prices' id when it knows the model, else the normalised name.
+    model_id = models.CharField(max_length=200)
     uncached_input_tokens = models.BigIntegerField(default=0)
     cached_input_tokens = models.BigIntegerField(default=0)
     cache_write_tokens = models.BigIntegerField(default=0)
+    # The part of cache_write_tokens written for one hour (Anthropic), priced apart.
+    cache_write_1h_tokens = models.BigIntegerField(default=0)
     # Whole output, reasoning included; `reasoning_tokens` is the part of it spent reasoning.
     output_tokens = models.BigIntegerField(default=0)
     reasoning_tokens = models.BigIntegerField(default=0)

@@ -18,6 +18,7 @@ from datetime import datetime
 from decimal import Decimal, localcontext
 
 import genai_prices
+from django.db.models import Q
 from genai_prices import Usage, types
 from genai_prices.data_snapshot import get_snapshot
 
@@ -53,17 +54,18 @@ def normalize_provider(provider: str) -> str:
     return PROVIDER_ALIASES.get(key, key)
 
 
-def normalize_model(model: str) -> str:
-    """Lowercase and drop a leading provider segment: 'openai/gpt-4o' -> 'gpt-4o'."""
+def normalize_model(model: str, provider: str = "") -> str:
+    """Lowercase, and drop a leading segment naming the call's own provider (or 'models/'):
+    'openai/gpt-4o' from openai -> 'gpt-4o', but Groq's 'openai/gpt-oss-20b' stays whole."""
     name = model.strip().lower()
     head, separator, tail = name.partition("/")
-    if separator and tail and (head in _MODEL_PREFIXES_TO_STRIP or _is_provider_name(head)):
+    if (
+        separator
+        and tail
+        and (head in _MODEL_PREFIXES_TO_STRIP or (provider and normalize_provider(head) == provider))
+    ):
         return tail
     return name
-
-
-def _is_provider_name(name: str) -> bool:
-    return name in PROVIDER_ALIASES or any(provider.id == name for provider in get_snapshot().providers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +74,10 @@ class TokenBuckets:
 
     uncached_input: int = 0
     cached_input: int = 0
-    cache_write: int = 0
+    cache_write: int = 0  # all cache writes
     output: int = 0  # whole output, reasoning included
     reasoning: int = 0  # part of output
+    cache_write_1h: int = 0  # part of cache_write with a one-hour lifetime (Anthropic), priced apart
 
     @property
     def input_total(self) -> int:
@@ -87,17 +90,19 @@ class LinearPrice:
 
     uncached_input: int
     cached_input: int
-    cache_write: int
+    cache_write: int  # five-minute (default) cache writes
     output: int  # non-reasoning output
     reasoning: int
     per_request: int
+    cache_write_1h: int
 
     def cost_attos(self, buckets: TokenBuckets) -> int:
         return (
             self.per_request
             + self.uncached_input * buckets.uncached_input
             + self.cached_input * buckets.cached_input
-            + self.cache_write * buckets.cache_write
+            + self.cache_write * (buckets.cache_write - buckets.cache_write_1h)
+            + self.cache_write_1h * buckets.cache_write_1h
             + self.output * (buckets.output - buckets.reasoning)
             + self.reasoning * buckets.reasoning
         )
@@ -116,11 +121,22 @@ class TieredPrice:
 
 
 @dataclass(frozen=True, slots=True)
+class DecimalPrice:
+    """A genai-prices price finer than an atto-USD per token (e.g. $1.0399999999999998/MTok), which the
+    integer path cannot hold exactly: priced by genai-prices' own Decimal arithmetic (slow, but rare)."""
+
+    model_price: types.ModelPrice
+
+    def cost_nanos(self, buckets: TokenBuckets) -> int:
+        return money.usd_to_nanos(genai_prices_cost(self.model_price, buckets))
+
+
+@dataclass(frozen=True, slots=True)
 class Quote:
     list_cost_nanos: int | None
     pricing_source: str
     price_version: str
-    priced_model: str
+    model_id: str
 
 
 def _genai_usage(buckets: TokenBuckets) -> Usage:
@@ -128,6 +144,7 @@ def _genai_usage(buckets: TokenBuckets) -> Usage:
         input_tokens=buckets.input_total,
         cache_read_tokens=buckets.cached_input,
         cache_write_tokens=buckets.cache_write,
+        cache_write_1h_tokens=buckets.cache_write_1h,
         output_tokens=buckets.output,
         output_reasoning_tokens=buckets.reasoning,
     )
@@ -169,6 +186,7 @@ def _compile_model_price(model_price: types.ModelPrice) -> TieredPrice:
                     uncached_input=per_input_token(base),
                     cached_input=per_input_token(cost(cached_input=size)),
                     cache_write=per_input_token(cost(cache_write=size)),
+                    cache_write_1h=per_input_token(cost(cache_write=size, cache_write_1h=size)),
                     output=money.usd_to_attos_exact(cost(uncached_input=size, output=1) - base),
                     reasoning=money.usd_to_attos_exact(
                         cost(uncached_input=size, output=1, reasoning=1) - base
@@ -184,7 +202,7 @@ class _GenaiPricesCache:
 
     def __init__(self):
         self._models: dict[tuple[str, str], tuple[types.Provider, types.ModelInfo] | None] = {}
-        self._compiled: dict[tuple[str, str, int], TieredPrice] = {}
+        self._compiled: dict[tuple[str, str, int], TieredPrice | DecimalPrice] = {}
 
     def find(self, provider: str, model: str) -> tuple[types.Provider, types.ModelInfo] | None:
         key = (provider, model)
@@ -201,7 +219,9 @@ class _GenaiPricesCache:
             self._models[key] = found
         return self._models[key]
 
-    def price(self, provider_info: types.Provider, model_info: types.ModelInfo, at: datetime) -> TieredPrice:
+    def price(
+        self, provider_info: types.Provider, model_info: types.ModelInfo, at: datetime
+    ) -> TieredPrice | DecimalPrice:
         prices = model_info.prices
         active = 0
         if isinstance(prices, list):
@@ -214,7 +234,12 @@ class _GenaiPricesCache:
         key = (provider_info.id, model_info.id, active)
         compiled = self._compiled.get(key)
         if compiled is None:
-            compiled = self._compiled[key] = _compile_model_price(model_info.get_prices(at))
+            model_price = model_info.get_prices(at)
+            try:
+                compiled = _compile_model_price(model_price)
+            except ValueError:  # a unit price finer than an atto-USD
+                compiled = DecimalPrice(model_price)
+            self._compiled[key] = compiled
         return compiled
 
 
@@ -236,6 +261,7 @@ def override_linear_price(override: PriceOverride) -> LinearPrice:
         output=output_price,
         reasoning=or_default(override.reasoning_per_mtok, output_price),
         per_request=money.usd_to_attos_exact(override.per_request),
+        cache_write_1h=or_default(override.cache_write_per_mtok, input_price),
     )
 
 
@@ -243,19 +269,17 @@ class PriceBook:
     """Prices for one ingest request or re-rating run: overrides are loaded once, up front.
 
     `tenant_chains` maps each tenant id in the batch to its ancestor chain (itself first), so a
-    tenant override on an organisation applies to its teams, the nearest one winning.
+    tenant override on an organisation applies to its teams, the nearest one winning. Overrides
+    are few (negotiated rates), so all that can apply to the batch's tenants are loaded.
     """
 
-    def __init__(self, *, tenant_chains: dict[int, list[int]], models: set[str]):
+    def __init__(self, *, tenant_chains: dict[int, list[int]]):
         self._tenant_chains = tenant_chains
         chain_ids = {tenant_id for chain in tenant_chains.values() for tenant_id in chain}
         self._overrides: dict[str, list[tuple[PriceOverride, LinearPrice]]] = {}
-        overrides = PriceOverride.objects.filter(model__in=models).order_by("-valid_from")
-        for override in overrides:
-            if override.tenant_id is None or override.tenant_id in chain_ids:
-                self._overrides.setdefault(override.model, []).append(
-                    (override, override_linear_price(override))
-                )
+        overrides = PriceOverride.objects.filter(Q(tenant__isnull=True) | Q(tenant_id__in=chain_ids))
+        for override in overrides.order_by("-valid_from"):
+            self._overrides.setdefault(override.model, []).append((override, override_linear_price(override)))
 
     def _override(self, tenant_id: int, provider: str, model: str, at: datetime):
         candidates = self._overrides.get(model)
@@ -288,25 +312,35 @@ class PriceBook:
         reported_cost_nanos: int | None,
     ) -> Quote:
         """Price one call. `provider` and `model` must already be normalised."""
-        override = self._override(tenant_id, provider, model, at) if self._overrides else None
-        if override is not None:
-            record, price = override
-            return Quote(
-                money.attos_to_nanos(price.cost_attos(buckets)),
-                PricingSource.OVERRIDE,
-                f"override {record.pk}",
-                model,
-            )
         found = GENAI_PRICES_CACHE.find(provider, model)
+        model_id = found[1].id if found is not None else model
+        if self._overrides:
+            override = self._override(tenant_id, provider, model, at) or self._override(
+                tenant_id, provider, model_id, at
+            )
+            if override is not None:
+                record, price = override
+                return Quote(
+                    money.attos_to_nanos(price.cost_attos(buckets)),
+                    PricingSource.OVERRIDE,
+                    f"override {record.pk}",
+                    model_id,
+                )
         if found is not None:
             provider_info, model_info = found
-            tiered = GENAI_PRICES_CACHE.price(provider_info, model_info, at)
+            price = GENAI_PRICES_CACHE.price(provider_info, model_info, at)
             return Quote(
-                tiered.cost_nanos(buckets),
-                PricingSource.GENAI_PRICES,
-                GENAI_PRICES_VERSION,
-                f"{provider_info.id}:{model_info.id}",
+                price.cost_nanos(buckets), PricingSource.GENAI_PRICES, GENAI_PRICES_VERSION, model_id
             )
         if reported_cost_nanos is not None:
-            return Quote(reported_cost_nanos, PricingSource.CLIENT_REPORTED, "client", model)
-        return Quote(None, PricingSource.UNPRICED, "", "")
+            return Quote(reported_cost_nanos, PricingSource.CLIENT_REPORTED, "client", model_id)
+        return Quote(None, PricingSource.UNPRICED, "", model_id)
+
+
+def model_id_for(provider: str, model: str) -> str:
+    """The normalised model id records are rolled up and filtered by: genai-prices' id when it
+    knows the model (so dated snapshots group with their family), else the normalised name."""
+    provider = normalize_provider(provider)
+    model = normalize_model(model, provider)
+    found = GENAI_PRICES_CACHE.find(provider, model)
+    return found[1].id if found is not None else model

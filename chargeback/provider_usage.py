@@ -75,24 +75,34 @@ def _openai_responses(usage: Mapping[str, Any]) -> TokenBuckets:
 
 
 def _anthropic(usage: Mapping[str, Any]) -> TokenBuckets:
-    cache_write = _count(usage, "cache_creation_input_tokens")
-    if not cache_write:
-        creation = _details(usage, "cache_creation")
-        cache_write = _count(creation, "ephemeral_5m_input_tokens") + _count(
-            creation, "ephemeral_1h_input_tokens"
-        )
+    creation = _details(usage, "cache_creation")
+    cache_write_1h = _count(creation, "ephemeral_1h_input_tokens")
+    cache_write = _count(usage, "cache_creation_input_tokens") or (
+        _count(creation, "ephemeral_5m_input_tokens") + cache_write_1h
+    )
+    if cache_write_1h > cache_write:
+        raise UsageObjectError("one-hour cache writes exceed cache_creation_input_tokens")
+    output = _count(usage, "output_tokens")
+    # Extended thinking is part of output_tokens (genai-prices reads it as output reasoning tokens).
+    reasoning = _count(_details(usage, "output_tokens_details"), "thinking_tokens")
+    if reasoning > output:
+        raise UsageObjectError("thinking tokens exceed the output tokens")
     return TokenBuckets(
         uncached_input=_count(usage, "input_tokens"),
         cached_input=_count(usage, "cache_read_input_tokens"),
         cache_write=cache_write,
-        output=_count(usage, "output_tokens"),
+        output=output,
+        reasoning=reasoning,
+        cache_write_1h=cache_write_1h,
     )
 
 
 def _gemini(usage: Mapping[str, Any]) -> TokenBuckets:
     thoughts = _count(usage, "thoughts_token_count", "thoughtsTokenCount")
+    # Tool-use prompt tokens are input beside the prompt, not in it (genai-prices adds them to the input).
+    tool_use = _count(usage, "tool_use_prompt_token_count", "toolUsePromptTokenCount")
     return _from_whole(
-        input_total=_count(usage, "prompt_token_count", "promptTokenCount"),
+        input_total=_count(usage, "prompt_token_count", "promptTokenCount") + tool_use,
         cached=_count(usage, "cached_content_token_count", "cachedContentTokenCount"),
         cache_write=0,
         output_total=_count(usage, "candidates_token_count", "candidatesTokenCount") + thoughts,

@@ -26,6 +26,9 @@ class UsageRecordIngestSerializer(serializers.Serializer):
     cache_write_tokens = serializers.IntegerField(
         min_value=0, required=False, help_text="Cache writes (part of input)."
     )
+    cache_write_1h_tokens = serializers.IntegerField(
+        min_value=0, required=False, help_text="One-hour cache writes (part of cache_write_tokens)."
+    )
     reasoning_tokens = serializers.IntegerField(min_value=0, required=False, help_text="Part of output.")
     usage = serializers.DictField(
         required=False,
@@ -85,11 +88,12 @@ class UsageRecordSerializer(serializers.ModelSerializer):
             "ingested_at",
             "provider",
             "model",
-            "priced_model",
+            "model_id",
             "input_tokens",
             "uncached_input_tokens",
             "cached_input_tokens",
             "cache_write_tokens",
+            "cache_write_1h_tokens",
             "output_tokens",
             "reasoning_tokens",
             "latency_ms",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from chargeback import money
+from chargeback.calendar import ceil_hour
 from chargeback.models import RerateAudit, UsageRecord, UsageRollupHourly
 from chargeback.pricing import PriceBook, TokenBuckets, normalize_model, normalize_provider
 from chargeback.usage_input import (
@@ -167,15 +168,13 @@ def usage_records_ingest(
         prepared.append((index, record, tenant_id, buckets, occurred_at, reported))
 
     tenants.load_markups()
-    price_book = PriceBook(
-        tenant_chains=tenants.chains, models={normalize_model(p[1].model) for p in prepared}
-    )
+    price_book = PriceBook(tenant_chains=tenants.chains)
     rows: list[tuple] = []
     row_meta: list[tuple[int, TokenBuckets, str, str]] = []
     seen: dict[tuple[int, str], tuple[int, str]] = {}
     for index, record, tenant_id, buckets, occurred_at, reported in prepared:
         provider = normalize_provider(record.provider)
-        model = normalize_model(record.model)
+        model = normalize_model(record.model, provider)
         digest = payload_hash(record, occurred_at, buckets, reported)
         key = (tenant_id, record.event_id)
         earlier = seen.get(key)
@@ -200,7 +199,7 @@ def usage_records_ingest(
                 now,
                 provider,
                 record.model,
-                quote.priced_model,
+                quote.model_id,
                 buckets.uncached_input,
                 buckets.cached_input,
                 buckets.cache_write,
@@ -215,16 +214,17 @@ def usage_records_ingest(
                 quote.pricing_source,
                 quote.price_version,
                 source,
+                buckets.cache_write_1h,
             )
         )
-        row_meta.append((index, buckets, model, record.tags.get("feature", "")))
+        row_meta.append((index, buckets, record.tags.get("feature", "")))
 
     with transaction.atomic():
         inserted = usage_insert_rows(rows)
         not_inserted = [(row[0], row[1]) for row in rows if (row[0], row[1]) not in inserted]
         stored = dict(usage_existing_hashes(not_inserted)) if not_inserted else {}
         rollups = RollupAccumulator()
-        for row, (index, buckets, model, feature) in zip(rows, row_meta, strict=True):
+        for row, (index, buckets, feature) in zip(rows, row_meta, strict=True):
             key = (row[0], row[1])
             if key not in inserted:
                 _count_resend(result, index, row[1], same=stored.get(key) == row[2])
@@ -236,7 +236,7 @@ def usage_records_ingest(
                 tenant_id=row[0],
                 occurred_at=row[3],
                 provider=row[5],
-                model=model,
+                model=row[7],
                 feature=feature,
                 status=row[14],
                 buckets=(buckets.uncached_input, buckets.cached_input, buckets.cache_write, buckets.output,
@@ -273,7 +273,7 @@ def _rollup_source_rows(queryset) -> Iterator[tuple]:
         "tenant_id",
         "occurred_at",
         "provider",
-        "model",
+        "model_id",
         "tags",
         "status",
         "uncached_input_tokens",
@@ -308,7 +308,7 @@ def usage_rollups_rebuild(*, tenant_ids: list[int] | None = None, start: datetim
             tenant_id=tenant_id,
             occurred_at=occurred_at,
             provider=provider,
-            model=normalize_model(model),
+            model=model,
             feature=(tags or {}).get("feature", ""),
             status=status,
             buckets=buckets,
@@ -335,10 +335,7 @@ def usage_records_rerate(*, tenant: Tenant, start: datetime, end: datetime, acto
         resolver = _TenantResolver(set(), scope_tenant_ids=None, default_tenant_id=None)
         resolver.chains = {tenant_id: tenant_ancestor_ids(tenant_id) for tenant_id in tenant_ids}
         resolver.load_markups()
-        models = set(records.values_list("model", flat=True).distinct())
-        price_book = PriceBook(
-            tenant_chains=resolver.chains, models={normalize_model(model) for model in models}
-        )
+        price_book = PriceBook(tenant_chains=resolver.chains)
         before = after = count = 0
         changed = []
         for record in records.order_by("id").iterator(chunk_size=2000):
@@ -346,7 +343,7 @@ def usage_records_rerate(*, tenant: Tenant, start: datetime, end: datetime, acto
             quote = price_book.quote(
                 tenant_id=record.tenant_id,
                 provider=record.provider,
-                model=normalize_model(record.model),
+                model=normalize_model(record.model, record.provider),
                 at=record.occurred_at,
                 buckets=TokenBuckets(
                     record.uncached_input_tokens,
@@ -354,6 +351,7 @@ def usage_records_rerate(*, tenant: Tenant, start: datetime, end: datetime, acto
                     record.cache_write_tokens,
                     record.output_tokens,
                     record.reasoning_tokens,
+                    record.cache_write_1h_tokens,
                 ),
                 reported_cost_nanos=record.reported_cost_nanos,
             )
@@ -361,7 +359,7 @@ def usage_records_rerate(*, tenant: Tenant, start: datetime, end: datetime, acto
             record.cost_nanos = resolver.charged(record.tenant_id, quote.list_cost_nanos)
             record.pricing_source = quote.pricing_source
             record.price_version = quote.price_version
-            record.priced_model = quote.priced_model
+            record.model_id = quote.model_id
             after += record.cost_nanos or 0
             count += 1
             changed.append(record)
@@ -369,7 +367,7 @@ def usage_records_rerate(*, tenant: Tenant, start: datetime, end: datetime, acto
                 _rerate_save(changed)
         _rerate_save(changed)
         hour_start = start.replace(minute=0, second=0, microsecond=0)
-        usage_rollups_rebuild(tenant_ids=tenant_ids, start=hour_start, end=_ceil_hour(end))
+        usage_rollups_rebuild(tenant_ids=tenant_ids, start=hour_start, end=ceil_hour(end))
         return RerateAudit.objects.create(
             tenant=tenant,
             period_start=start,
@@ -383,11 +381,6 @@ def usage_records_rerate(*, tenant: Tenant, start: datetime, end: datetime, acto
 
 def _rerate_save(records: list[UsageRecord]) -> None:
     UsageRecord.objects.bulk_update(
-        records, ["list_cost_nanos", "cost_nanos", "pricing_source", "price_version", "priced_model"]
+        records, ["list_cost_nanos", "cost_nanos", "pricing_source", "price_version", "model_id"]
     )
     records.clear()
-
-
-def _ceil_hour(moment: datetime) -> datetime:
-    floored = moment.replace(minute=0, second=0, microsecond=0)
-    return floored if floored == moment else floored + timedelta(hours=1)

@@ -32,7 +32,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "tenants",
     "chargeback.apps.ChargebackConfig",
-    "budgets",
+    "budgets.apps.BudgetsConfig",
 ]
 
 MIDDLEWARE = [
@@ -118,6 +118,9 @@ SPECTACULAR_SETTINGS = {
     "SECURITY": [{"BearerApiKey": []}],
 }
 
+# Timeout of each outgoing webhook or Slack request of a budget notification.
+NOTIFICATION_HTTP_TIMEOUT_SECONDS = env.float("NOTIFICATION_HTTP_TIMEOUT_SECONDS", default=10.0)
+
 # Celery: the embedded default is kombu's filesystem transport, so the demo needs no server.
 BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
@@ -145,6 +148,10 @@ CELERY_BEAT_SCHEDULE = {
     "usage-rollups-verify": {
         "task": "chargeback.tasks.usage_rollups_verify_recent",
         "schedule": timedelta(minutes=env.int("ROLLUP_VERIFY_INTERVAL_MINUTES", default=60)),
+    },
+    "notification-deliveries-retry-pending": {
+        "task": "budgets.tasks.notification_deliveries_retry_pending_task",
+        "schedule": timedelta(minutes=5),
     },
 }
 

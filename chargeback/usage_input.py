@@ -42,6 +42,7 @@ class UsageRecordIn(msgspec.Struct, forbid_unknown_fields=True):
     output_tokens: TokenCount | None = None
     cached_input_tokens: TokenCount | None = None
     cache_write_tokens: TokenCount | None = None
+    cache_write_1h_tokens: TokenCount | None = None
     reasoning_tokens: TokenCount | None = None
     usage: dict[str, Any] | None = None
     latency_ms: Annotated[int, msgspec.Meta(ge=0, le=86_400_000)] | None = None
@@ -150,6 +151,7 @@ def token_buckets(record: UsageRecordIn) -> TokenBuckets:
         record.cached_input_tokens,
         record.cache_write_tokens,
         record.reasoning_tokens,
+        record.cache_write_1h_tokens,
     )
     has_fields = any(value is not None for value in token_fields)
     if record.usage is not None:
@@ -170,6 +172,12 @@ def token_buckets(record: UsageRecordIn) -> TokenBuckets:
     cached = record.cached_input_tokens or 0
     cache_write = record.cache_write_tokens or 0
     reasoning = record.reasoning_tokens or 0
+    cache_write_1h = record.cache_write_1h_tokens or 0
+    if cache_write_1h > cache_write:
+        raise RecordError(
+            "inconsistent_tokens",
+            f"cache_write_1h_tokens ({cache_write_1h}) exceed cache_write_tokens ({cache_write}); they are a part of it.",
+        )
     if cached + cache_write > input_total:
         raise RecordError(
             "inconsistent_tokens",
@@ -182,7 +190,9 @@ def token_buckets(record: UsageRecordIn) -> TokenBuckets:
             f"reasoning_tokens ({reasoning}) exceed output_tokens ({output_total});"
             " output_tokens is the whole output, reasoning included.",
         )
-    return TokenBuckets(input_total - cached - cache_write, cached, cache_write, output_total, reasoning)
+    return TokenBuckets(
+        input_total - cached - cache_write, cached, cache_write, output_total, reasoning, cache_write_1h
+    )
 
 
 def check_timestamp(timestamp: datetime, *, now: datetime, max_future_skew: timedelta) -> datetime:
@@ -219,11 +229,10 @@ def payload_hash(
         buckets.cache_write,
         buckets.output,
         buckets.reasoning,
+        buckets.cache_write_1h,
         record.latency_ms,
         record.status,
         record.tags,
         reported_nanos,
     )
     return hashlib.blake2b(_HASH_ENCODER.encode(canonical), digest_size=16).hexdigest()
-
-

@@ -22,7 +22,7 @@ USAGE_COLUMNS = (
     "ingested_at",
     "provider",
     "model",
-    "priced_model",
+    "model_id",
     "uncached_input_tokens",
     "cached_input_tokens",
     "cache_write_tokens",
@@ -37,12 +37,13 @@ USAGE_COLUMNS = (
     "pricing_source",
     "price_version",
     "source",
+    "cache_write_1h_tokens",
 )
 _COLUMN_INDEX = {name: index for index, name in enumerate(USAGE_COLUMNS)}
 _POSTGRES_TYPES = (
     "bigint", "text", "text", "timestamptz", "timestamptz", "text", "text", "text",
     "bigint", "bigint", "bigint", "bigint", "bigint", "integer", "text", "text",
-    "bigint", "bigint", "bigint", "text", "text", "text",
+    "bigint", "bigint", "bigint", "text", "text", "text", "bigint",
 )  # fmt: skip
 _USAGE_TABLE = UsageRecord._meta.db_table
 _ROLLUP_TABLE = UsageRollupHourly._meta.db_table

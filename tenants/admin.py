@@ -8,7 +8,7 @@ from tenants.services import api_key_create, api_key_revoke, tenant_check_parent
 class TenantAdminForm(forms.ModelForm):
     class Meta:
         model = Tenant
-        fields = "__all__"
+        fields = ["slug", "name", "kind", "parent", "time_zone", "billing_currency", "billing_email", "markup_percent", "is_active"]
 
     def clean_parent(self):
         parent = self.cleaned_data.get("parent")

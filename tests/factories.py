@@ -2,6 +2,7 @@ from datetime import UTC, datetime
 
 import factory
 
+from budgets.models import Budget, BudgetThreshold, NotificationChannel
 from chargeback.models import PriceOverride
 from tenants.models import ApiKey, Tenant
 from tenants.services import api_key_create
@@ -51,3 +52,32 @@ class PriceOverrideFactory(factory.django.DjangoModelFactory):
     valid_from = datetime(2020, 1, 1, tzinfo=UTC)
     input_per_mtok = 1
     output_per_mtok = 2
+
+
+class BudgetFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Budget
+
+    tenant = factory.SubFactory(TenantFactory)
+    name = factory.Sequence(lambda number: f"budget {number}")
+    amount_nanos = 100 * 10**9
+    period = Budget.Period.MONTH
+
+
+class BudgetThresholdFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = BudgetThreshold
+
+    budget = factory.SubFactory(BudgetFactory)
+    percent = 80
+
+
+class NotificationChannelFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = NotificationChannel
+
+    tenant = factory.SubFactory(TenantFactory)
+    name = factory.Sequence(lambda number: f"channel {number}")
+    kind = NotificationChannel.Kind.WEBHOOK
+    target = "http://127.0.0.1:9/hook"
+    secret = factory.Sequence(lambda number: f"whsec-test-{number}")

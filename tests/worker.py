@@ -70,4 +70,6 @@ def wait_for(predicate, *, timeout: float = 60, interval: float = 0.3, lines=Non
         if predicate():
             return
         time.sleep(interval)
-    raise AssertionError("condition not met in time" + ("\nworker log:\n" + "".join(lines[-40:]) if lines else ""))
+    raise AssertionError(
+        "condition not met in time" + ("\nworker log:\n" + "".join(lines[-40:]) if lines else "")
+    )

@@ -46,6 +46,5 @@ def rollup_snapshot():
     fields = ("tenant_id", "hour", "provider", "model", "feature", "status")
     values = [field.attname for field in UsageRollupHourly._meta.fields if field.name != "id"]
     return sorted(
-        (tuple(row[name] for name in fields), row)
-        for row in UsageRollupHourly.objects.values(*values)
+        (tuple(row[name] for name in fields), row) for row in UsageRollupHourly.objects.values(*values)
     )

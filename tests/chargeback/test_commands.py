@@ -44,8 +44,12 @@ def test_import_csv_with_tag_columns_and_a_default_tenant(tmp_path):
         writer = csv.writer(handle)
         writer.writerow(["event_id", "timestamp", "provider", "model", "input_tokens", "output_tokens",
                          "cached_input_tokens", "latency_ms", "tag.feature", "tag.customer"])  # fmt: skip
-        writer.writerow(["c1", "2026-03-02T10:00:00Z", "openai", "gpt-4o", "1000", "100", "200", "700", "chat", ""])
-        writer.writerow(["c2", "2026-03-02T10:05:00Z", "openai", "gpt-4o", "oops", "100", "", "", "chat", "acme"])
+        writer.writerow(
+            ["c1", "2026-03-02T10:00:00Z", "openai", "gpt-4o", "1000", "100", "200", "700", "chat", ""]
+        )
+        writer.writerow(
+            ["c2", "2026-03-02T10:05:00Z", "openai", "gpt-4o", "oops", "100", "", "", "chat", "acme"]
+        )
     output = _run("import_usage", str(path), "--tenant", "team")
     assert "1 accepted" in output and "1 rejected" in output
     record = UsageRecord.objects.get()
@@ -78,7 +82,11 @@ def test_rerate_applies_a_new_override_and_is_audited():
     assert UsageRecord.objects.get(event_id="in-april").cost_nanos == before["in-april"]
     assert UsageRecord.objects.get(event_id="berlin-april").cost_nanos == before["berlin-april"]
     audit = RerateAudit.objects.get()
-    assert (audit.records, audit.cost_nanos_before, audit.cost_nanos_after) == (1, before["in-march"], 1_500_000)
+    assert (audit.records, audit.cost_nanos_before, audit.cost_nanos_after) == (
+        1,
+        before["in-march"],
+        1_500_000,
+    )
     assert audit.period_start == datetime(2026, 2, 28, 23, tzinfo=UTC)
     rollup = UsageRollupHourly.objects.get(hour=datetime(2026, 3, 10, 12, tzinfo=UTC))
     assert rollup.cost_nanos == 1_500_000
@@ -87,5 +95,7 @@ def test_rerate_applies_a_new_override_and_is_audited():
 def _ingest(records):
     from chargeback.services import usage_records_ingest
 
-    result = usage_records_ingest(items=[json.dumps(record).encode() for record in records], scope_tenant_ids=None)
+    result = usage_records_ingest(
+        items=[json.dumps(record).encode() for record in records], scope_tenant_ids=None
+    )
     assert result.accepted == len(records), result.errors

@@ -60,7 +60,9 @@ def test_method_not_allowed(client_for):
 
 
 def test_unsupported_media_type(client_for):
-    response = client_for(None).post("/api/v1/usage/", data="a=b", content_type="application/x-www-form-urlencoded")
+    response = client_for(None).post(
+        "/api/v1/usage/", data="a=b", content_type="application/x-www-form-urlencoded"
+    )
     _assert_error(response, 415, "unsupported_media_type")
 
 

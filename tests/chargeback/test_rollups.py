@@ -18,7 +18,12 @@ pytestmark = pytest.mark.django_db
 def _random_records(count, seed=7):
     rng = random.Random(seed)
     start = datetime(2026, 3, 1, tzinfo=UTC)
-    models = [("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("anthropic", "claude-sonnet-4-5"), ("x", "mystery")]
+    models = [
+        ("openai", "gpt-4o"),
+        ("openai", "gpt-4o-mini"),
+        ("anthropic", "claude-sonnet-4-5"),
+        ("x", "mystery"),
+    ]
     records = []
     for index in range(count):
         provider, model = rng.choice(models)

@@ -21,7 +21,9 @@ def tenants(client_for):
         usage_record("p1", tenant="project", tags={"feature": "search"}, status="error", model="gpt-4o-mini"),
         usage_record("s1", tenant="sibling", tags={"feature": "search"}),
     ]
-    response = client_for(None, scopes=["ingest"]).post(URL, data=json.dumps(records), content_type="application/json")
+    response = client_for(None, scopes=["ingest"]).post(
+        URL, data=json.dumps(records), content_type="application/json"
+    )
     assert response.json()["accepted"] == 4
     return {"org": org, "team": team, "project": project, "sibling": sibling}
 

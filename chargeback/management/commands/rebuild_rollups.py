@@ -1,8 +1,7 @@
-from datetime import UTC
-
 from django.core.management.base import BaseCommand, CommandError
 
-from chargeback.management.commands._dates import local_midnight, parse_date
+from chargeback.calendar import local_midnight
+from chargeback.management.commands._dates import parse_date
 from chargeback.services import usage_rollups_rebuild
 from tenants.models import Tenant
 from tenants.selectors import tenant_descendant_ids
@@ -19,8 +18,8 @@ class Command(BaseCommand):
         parser.add_argument("--tenant", help="Only this tenant and its descendants.")
 
     def handle(self, *args, start, end, tenant, **options):
-        start_at = local_midnight(parse_date(start), "UTC").astimezone(UTC)
-        end_at = local_midnight(parse_date(end), "UTC").astimezone(UTC)
+        start_at = local_midnight(parse_date(start), "UTC")
+        end_at = local_midnight(parse_date(end), "UTC")
         if end_at <= start_at:
             raise CommandError("--to must be after --from.")
         tenant_ids = None

@@ -1,7 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from chargeback import money
-from chargeback.management.commands._dates import local_midnight, parse_date
+from chargeback.calendar import local_midnight
+from chargeback.management.commands._dates import parse_date
 from chargeback.services import usage_records_rerate
 from tenants.models import Tenant
 
