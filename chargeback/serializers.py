@@ -70,6 +70,21 @@ class NanosAsUsdField(serializers.Field):
         return money.nanos_to_str(value)
 
 
+class UsdAmountField(serializers.DecimalField):
+    """A USD amount read and written as a decimal string, stored as integer nanos."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_digits", 18)
+        kwargs.setdefault("decimal_places", 9)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        return money.usd_to_nanos(super().to_internal_value(data))
+
+    def to_representation(self, value):
+        return money.nanos_to_str(value)
+
+
 class UsageRecordSerializer(serializers.ModelSerializer):
     tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     timestamp = serializers.DateTimeField(source="occurred_at")

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from chargeback import money
 from chargeback.calendar import ceil_hour
+from chargeback.hooks import IngestedRecord, post_ingest_hooks_active, post_ingest_hooks_run
 from chargeback.models import RerateAudit, UsageRecord, UsageRollupHourly
 from chargeback.pricing import PriceBook, TokenBuckets, normalize_model, normalize_provider
 from chargeback.usage_input import (
@@ -31,7 +32,7 @@ from chargeback.usage_storage import (
     RollupAccumulator,
     rollups_upsert,
     usage_existing_hashes,
-    usage_insert_rows,
+    usage_rows_store,
 )
 from tenants.models import Tenant
 from tenants.selectors import tenant_ancestor_ids, tenant_descendant_ids
@@ -170,7 +171,7 @@ def usage_records_ingest(
     tenants.load_markups()
     price_book = PriceBook(tenant_chains=tenants.chains)
     rows: list[tuple] = []
-    row_meta: list[tuple[int, TokenBuckets, str, str]] = []
+    row_meta: list[tuple[int, TokenBuckets, dict[str, str]]] = []
     seen: dict[tuple[int, str], tuple[int, str]] = {}
     for index, record, tenant_id, buckets, occurred_at, reported in prepared:
         provider = normalize_provider(record.provider)
@@ -217,14 +218,14 @@ def usage_records_ingest(
                 buckets.cache_write_1h,
             )
         )
-        row_meta.append((index, buckets, record.tags.get("feature", "")))
+        row_meta.append((index, buckets, record.tags))
 
     with transaction.atomic():
-        inserted = usage_insert_rows(rows)
+        # Inserts the new rows and adds exactly those to the hourly rollups.
+        inserted = usage_rows_store(rows)
         not_inserted = [(row[0], row[1]) for row in rows if (row[0], row[1]) not in inserted]
         stored = dict(usage_existing_hashes(not_inserted)) if not_inserted else {}
-        rollups = RollupAccumulator()
-        for row, (index, buckets, feature) in zip(rows, row_meta, strict=True):
+        for row, (index, _, _) in zip(rows, row_meta, strict=True):
             key = (row[0], row[1])
             if key not in inserted:
                 _count_resend(result, index, row[1], same=stored.get(key) == row[2])
@@ -232,20 +233,14 @@ def usage_records_ingest(
             result.accepted += 1
             if row[17] is None:
                 result.unpriced += 1
-            rollups.add(
-                tenant_id=row[0],
-                occurred_at=row[3],
-                provider=row[5],
-                model=row[7],
-                feature=feature,
-                status=row[14],
-                buckets=(buckets.uncached_input, buckets.cached_input, buckets.cache_write, buckets.output,
-                         buckets.reasoning),
-                latency_ms=row[13],
-                list_cost_nanos=row[16],
-                cost_nanos=row[17],
-            )  # fmt: skip
-        rollups_upsert(rollups.deltas)
+        if post_ingest_hooks_active() and result.accepted:
+            ingested = [
+                IngestedRecord(row[0], row[3], row[5], row[7], meta[2], row[17])
+                for row, meta in zip(rows, row_meta, strict=True)
+                if (row[0], row[1]) in inserted
+            ]
+            chains = tenants.chains
+            transaction.on_commit(lambda: post_ingest_hooks_run(ingested, chains))
     if result.unpriced:
         unpriced_models = sorted({row[6] for row in rows if row[17] is None and (row[0], row[1]) in inserted})
         logger.warning(

@@ -118,6 +118,31 @@ SPECTACULAR_SETTINGS = {
     "SECURITY": [{"BearerApiKey": []}],
 }
 
+# Redis for budget counters (the allowance check) and the shared cache; empty: counters off, the
+# allowance check reads the database, and the cache is a folder under var/.
+REDIS_URL = env.str("REDIS_URL", default="")
+REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="chargeback")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        if REDIS_URL
+        else {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    )
+}
+# Budgets: how often beat evaluates every budget and reconciles counters, how long ingestion waits
+# to batch an evaluation after a record, and how long a process caches budget definitions.
+BUDGET_EVALUATION_INTERVAL_SECONDS = env.int("BUDGET_EVALUATION_INTERVAL_SECONDS", default=60)
+BUDGET_EVALUATION_DEBOUNCE_SECONDS = env.int("BUDGET_EVALUATION_DEBOUNCE_SECONDS", default=3)
+BUDGET_DEFINITION_CACHE_SECONDS = env.int("BUDGET_DEFINITION_CACHE_SECONDS", default=5)
+
+# E-mail for notification channels, e.g. smtp://user:password@mail.example.com:587 (django-environ's
+# EMAIL_URL forms); the default prints messages to the console.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="chargeback@localhost")
+
 # Timeout of each outgoing webhook or Slack request of a budget notification.
 NOTIFICATION_HTTP_TIMEOUT_SECONDS = env.float("NOTIFICATION_HTTP_TIMEOUT_SECONDS", default=10.0)
 
@@ -148,6 +173,14 @@ CELERY_BEAT_SCHEDULE = {
     "usage-rollups-verify": {
         "task": "chargeback.tasks.usage_rollups_verify_recent",
         "schedule": timedelta(minutes=env.int("ROLLUP_VERIFY_INTERVAL_MINUTES", default=60)),
+    },
+    "budgets-evaluate": {
+        "task": "budgets.tasks.budgets_evaluate_all_task",
+        "schedule": timedelta(seconds=BUDGET_EVALUATION_INTERVAL_SECONDS),
+    },
+    "budget-counters-reconcile": {
+        "task": "budgets.tasks.budget_counters_reconcile_task",
+        "schedule": timedelta(seconds=BUDGET_EVALUATION_INTERVAL_SECONDS),
     },
     "notification-deliveries-retry-pending": {
         "task": "budgets.tasks.notification_deliveries_retry_pending_task",

@@ -7,6 +7,7 @@ from chargeback.api import HealthApi
 api_v1 = [
     path("", include("tenants.urls")),
     path("", include("chargeback.api_urls")),
+    path("", include("budgets.urls")),
 ]
 
 urlpatterns = [

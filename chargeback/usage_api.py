@@ -46,7 +46,7 @@ class UsagePagination(CursorPagination):
     max_page_size = 1000
 
 
-class UsageApi(generics.GenericAPIView):
+class UsageApi(generics.ListAPIView):
     parser_classes = [RawJsonParser, RawNdjsonParser, RawJsonLinesParser]
     filterset_class = UsageRecordFilterSet
     pagination_class = UsagePagination
@@ -70,8 +70,7 @@ class UsageApi(generics.GenericAPIView):
         ],
     )
     def get(self, request):
-        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
-        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+        return self.list(request)
 
     @extend_schema(
         tags=["usage"],

@@ -9,6 +9,7 @@ import bisect
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
+import msgspec
 from django.db import connection
 
 from chargeback.models import LATENCY_BUCKET_BOUNDS_MS, LATENCY_BUCKET_FIELDS, UsageRecord, UsageRollupHourly
@@ -64,40 +65,91 @@ ROLLUP_SUM_COLUMNS = (
     *LATENCY_BUCKET_FIELDS,
 )
 _FIRST_BUCKET = ROLLUP_SUM_COLUMNS.index(LATENCY_BUCKET_FIELDS[0])
+_TOKEN_COLUMNS = (
+    "uncached_input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)
 
 UsageKey = tuple[int, str]
 
 
-def usage_insert_rows(rows: Sequence[tuple]) -> set[UsageKey]:
-    """Insert rows whose (tenant, event_id) is new; return the keys inserted."""
+def usage_rows_store(rows: Sequence[tuple]) -> set[UsageKey]:
+    """Insert rows whose (tenant, event_id) is new and add them to the hourly rollups; return the
+    keys inserted. Rows are tuples in USAGE_COLUMNS order."""
     if not rows:
         return set()
     if connection.vendor == "postgresql":
-        return _insert_postgresql(rows)
-    return _insert_generic(rows)
+        return _store_postgresql(rows)
+    inserted = _insert_generic(rows)
+    rollups = RollupAccumulator()
+    for row in rows:
+        if (row[0], row[1]) in inserted:
+            rollups.add_row(row)
+    rollups_upsert(rollups.deltas)
+    return inserted
 
 
-def _insert_postgresql(rows: Sequence[tuple]) -> set[UsageKey]:
-    columns = ", ".join(USAGE_COLUMNS)
-    staging_columns = ", ".join(
-        f"{name} {kind}" for name, kind in zip(USAGE_COLUMNS, _POSTGRES_TYPES, strict=True)
+def _rollup_from_inserted_sql() -> str:
+    """The rollup upsert of the rows an INSERT ... RETURNING gave back (the CTE `inserted`), summed in
+    SQL exactly as RollupAccumulator sums them in Python."""
+    bounds = ", ".join(str(bound) for bound in LATENCY_BUCKET_BOUNDS_MS)
+    # bisect_left(bounds, latency): how many bounds are below latency, i.e. at most latency - 1.
+    bucket = f"width_bucket(latency_ms - 1, ARRAY[{bounds}])"
+    sums = [
+        "count(*)",
+        "count(*) FILTER (WHERE cost_nanos IS NULL)",
+        "sum(uncached_input_tokens)",
+        "sum(cached_input_tokens)",
+        "sum(cache_write_tokens)",
+        "sum(output_tokens)",
+        "sum(reasoning_tokens)",
+        "coalesce(sum(list_cost_nanos) FILTER (WHERE cost_nanos IS NOT NULL), 0)",
+        "coalesce(sum(cost_nanos), 0)",
+        "count(latency_ms)",
+        "coalesce(sum(latency_ms), 0)",
+        *(f"count(*) FILTER (WHERE {bucket} = {index})" for index in range(len(LATENCY_BUCKET_FIELDS))),
+    ]
+    keys = "tenant_id, date_trunc('hour', occurred_at, 'UTC'), provider, model_id, coalesce(tags->>'feature', ''), status"
+    updates = ", ".join(f"{name} = {_ROLLUP_TABLE}.{name} + excluded.{name}" for name in ROLLUP_SUM_COLUMNS)
+    return (
+        f"INSERT INTO {_ROLLUP_TABLE} ({', '.join((*ROLLUP_KEY_COLUMNS, *ROLLUP_SUM_COLUMNS))})"
+        f" SELECT {keys}, {', '.join(sums)} FROM inserted GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6"
+        f" ON CONFLICT ({', '.join(ROLLUP_KEY_COLUMNS)}) DO UPDATE SET {updates}"
     )
-    select_columns = ", ".join("tags::jsonb" if name == "tags" else name for name in USAGE_COLUMNS)
+
+
+_STAGING_COLUMNS = ", ".join(
+    f"{name} {kind}" for name, kind in zip(USAGE_COLUMNS, _POSTGRES_TYPES, strict=True)
+)
+# One statement: insert the new rows (sorted, so that concurrent batches with overlapping keys lock
+# them in the same order), sum exactly those into the rollups (in key order, for the same reason),
+# and return their keys.
+_STORE_SQL = (
+    f"WITH inserted AS (INSERT INTO {_USAGE_TABLE} ({', '.join(USAGE_COLUMNS)})"
+    f" SELECT {', '.join('tags::jsonb' if name == 'tags' else name for name in USAGE_COLUMNS)}"
+    " FROM usage_staging ORDER BY tenant_id, event_id ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING *),"
+    f" rolled AS ({_rollup_from_inserted_sql()})"
+    " SELECT tenant_id, event_id FROM inserted"
+)
+
+
+def _store_postgresql(rows: Sequence[tuple]) -> set[UsageKey]:
     with connection.cursor() as wrapper:
         cursor = wrapper.cursor  # the psycopg cursor, for COPY
         cursor.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS usage_staging ({staging_columns}) ON COMMIT DELETE ROWS"
+            f"CREATE TEMP TABLE IF NOT EXISTS usage_staging ({_STAGING_COLUMNS}) ON COMMIT DELETE ROWS"
         )
         cursor.execute("TRUNCATE usage_staging")
-        with cursor.copy(f"COPY usage_staging ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+        with cursor.copy(
+            f"COPY usage_staging ({', '.join(USAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
             copy.set_types(_POSTGRES_TYPES)
             for row in rows:
                 copy.write_row(row)
-        # Sorted, so that concurrent batches with overlapping keys lock them in the same order.
-        cursor.execute(
-            f"INSERT INTO {_USAGE_TABLE} ({columns}) SELECT {select_columns} FROM usage_staging"
-            " ORDER BY tenant_id, event_id ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING tenant_id, event_id"
-        )
+        cursor.execute(_STORE_SQL)
         return set(cursor.fetchall())
 
 
@@ -184,6 +236,23 @@ class RollupAccumulator:
             sums[9] += 1
             sums[10] += latency_ms
             sums[_FIRST_BUCKET + latency_bucket(latency_ms)] += 1
+
+    def add_row(self, row: tuple) -> None:
+        """Add one usage row tuple (USAGE_COLUMNS order, tags as JSON text)."""
+        c = _COLUMN_INDEX
+        tags = msgspec.json.decode(row[c["tags"]]) if row[c["tags"]] else {}
+        self.add(
+            tenant_id=row[c["tenant_id"]],
+            occurred_at=row[c["occurred_at"]],
+            provider=row[c["provider"]],
+            model=row[c["model_id"]],
+            feature=tags.get("feature", ""),
+            status=row[c["status"]],
+            buckets=[row[c[name]] for name in _TOKEN_COLUMNS],
+            latency_ms=row[c["latency_ms"]],
+            list_cost_nanos=row[c["list_cost_nanos"]],
+            cost_nanos=row[c["cost_nanos"]],
+        )
 
 
 def rollups_upsert(deltas: dict[tuple, list[int]]) -> None:

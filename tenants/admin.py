@@ -8,7 +8,17 @@ from tenants.services import api_key_create, api_key_revoke, tenant_check_parent
 class TenantAdminForm(forms.ModelForm):
     class Meta:
         model = Tenant
-        fields = ["slug", "name", "kind", "parent", "time_zone", "billing_currency", "billing_email", "markup_percent", "is_active"]
+        fields = [
+            "slug",
+            "name",
+            "kind",
+            "parent",
+            "time_zone",
+            "billing_currency",
+            "billing_email",
+            "markup_percent",
+            "is_active",
+        ]
 
     def clean_parent(self):
         parent = self.cleaned_data.get("parent")

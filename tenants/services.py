@@ -67,7 +67,8 @@ def tenant_check_parent(tenant: Tenant, parent: Tenant | None) -> None:
         return
     if parent.pk in tenant_descendant_ids(tenant.pk):
         raise ValidationError(
-            f"{parent.slug} is {tenant.slug} itself or below it; a tenant tree cannot loop.", code="tenant_cycle"
+            f"{parent.slug} is {tenant.slug} itself or below it; a tenant tree cannot loop.",
+            code="tenant_cycle",
         )
 
 

@@ -1,4 +1,5 @@
 import pytest
+from django.db import connection
 from rest_framework.test import APIClient
 
 from tests.factories import ApiKeyFactory
@@ -20,3 +21,22 @@ def client_for():
         return client
 
     return make
+
+
+@pytest.fixture
+def database_down():
+    """Point the default connection at a database that cannot be reached; yields a restore function."""
+    saved = dict(connection.settings_dict)
+    connection.close()
+    if connection.vendor == "sqlite":
+        connection.settings_dict["NAME"] = "/nonexistent-directory/chargeback.sqlite3"
+    else:
+        connection.settings_dict["PORT"] = "1"  # nothing listens on port 1
+
+    def restore():
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(saved)
+
+    yield restore
+    restore()

@@ -8,10 +8,24 @@ import chargeback.settings as service_settings
 
 globals().update({name: value for name, value in vars(service_settings).items() if name.isupper()})
 
-# One test database per run, so that concurrent runs do not trample each other. On SQLite it is a
-# file, not memory, so that a real Celery worker process can share it.
+# One test database and cache per run, so that concurrent runs do not trample each other; worker
+# processes started by the tests inherit the run id. On SQLite the database is a file, not memory,
+# so that a real Celery worker process can share it.
+RUN_ID = os.environ.setdefault("CHARGEBACK_TEST_RUN_ID", str(os.getpid()))
 _database = service_settings.DATABASES["default"]
 if _database["ENGINE"] == "django.db.backends.sqlite3":
-    _database["TEST"] = {"NAME": str(service_settings.VAR_DIR / f"test-{os.getpid()}.sqlite3")}
+    _database["TEST"] = {"NAME": str(service_settings.VAR_DIR / f"test-{RUN_ID}.sqlite3")}
 else:
-    _database["TEST"] = {"NAME": f"test_{_database['NAME']}_{os.getpid()}"}
+    _database["TEST"] = {"NAME": f"test_{_database['NAME']}_{RUN_ID}"}
+if service_settings.CACHES["default"]["BACKEND"].endswith("FileBasedCache"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(service_settings.VAR_DIR / f"cache-test-{RUN_ID}"),
+        }
+    }
+else:
+    CACHES = {"default": {**service_settings.CACHES["default"], "KEY_PREFIX": f"test-{RUN_ID}"}}
+REDIS_KEY_PREFIX = f"chargeback-test-{RUN_ID}"
+# Tasks go to a queue of this run only, so that concurrent runs on one broker never take each other's.
+CELERY_TASK_DEFAULT_QUEUE = f"chargeback-test-{RUN_ID}"

@@ -1,14 +1,17 @@
 """A real Celery worker process for integration tests, on the test database and the real broker."""
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
+from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,20 +26,29 @@ def test_database_url() -> str:
 
 
 @contextmanager
-def celery_worker(timeout: float = 90):
-    """Start `celery worker` on a private queue; yield the queue name; stop the worker afterwards."""
-    queue = f"test-{uuid.uuid4().hex[:12]}"
-    env = {
+def celery_worker(timeout: float = 90, *, beat: bool = False, env: dict[str, str] | None = None):
+    """Start `celery worker` (with beat if asked) on this test run's own queue; yield the queue
+    name and the worker's output lines; stop the worker afterwards."""
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    worker_env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "DATABASE_URL": test_database_url(),
         "CONN_MAX_AGE": "0",
+        "REDIS_URL": settings.REDIS_URL,
+        **(env or {}),
     }
     command = [
         sys.executable, "-m", "celery", "-A", "chargeback", "worker", "--pool=solo", "--loglevel=INFO",
-        "-Q", queue, "--without-gossip", "--without-mingle", "--without-heartbeat", f"--hostname={queue}@%h",
+        "-Q", queue, "--without-gossip", "--without-mingle", "--without-heartbeat",
+        f"--hostname={queue}-{uuid.uuid4().hex[:6]}@%h",
     ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    schedule_dir = tempfile.mkdtemp(prefix="chargeback-beat-")
+    if beat:
+        command += ["--beat", f"--schedule={schedule_dir}/schedule"]
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     lines: list[str] = []
     ready = threading.Event()
 
@@ -62,6 +74,7 @@ def celery_worker(timeout: float = 90):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        shutil.rmtree(schedule_dir, ignore_errors=True)
 
 
 def wait_for(predicate, *, timeout: float = 60, interval: float = 0.3, lines=None):

@@ -6,128 +6,311 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('tenants', '0001_initial'),
+        ("tenants", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Budget',
+            name="Budget",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('amount_nanos', models.BigIntegerField(validators=[django.core.validators.MinValueValidator(1)])),
-                ('period', models.CharField(choices=[('day', 'Day'), ('week', 'Week'), ('month', 'Calendar month'), ('quarter', 'Quarter'), ('fixed', 'Fixed range')], default='month', max_length=10)),
-                ('week_start', models.PositiveSmallIntegerField(default=0, validators=[django.core.validators.MaxValueValidator(6)])),
-                ('fixed_start', models.DateTimeField(blank=True, null=True)),
-                ('fixed_end', models.DateTimeField(blank=True, null=True)),
-                ('provider', models.CharField(blank=True, help_text='Only this provider (normalised).', max_length=100)),
-                ('model', models.CharField(blank=True, help_text='Only this model (normalised).', max_length=200)),
-                ('tag_key', models.CharField(blank=True, max_length=64)),
-                ('tag_value', models.CharField(blank=True, max_length=256)),
-                ('action', models.CharField(choices=[('notify', 'Notify'), ('block', 'Block')], default='notify', max_length=10)),
-                ('fallback_model', models.CharField(blank=True, help_text='Cheaper model to suggest when blocked.', max_length=200)),
-                ('fail_mode', models.CharField(choices=[('open', 'Allow when counters cannot be read'), ('closed', 'Deny when counters cannot be read')], default='open', max_length=10)),
-                ('is_active', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='budgets', to='tenants.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                (
+                    "amount_nanos",
+                    models.BigIntegerField(validators=[django.core.validators.MinValueValidator(1)]),
+                ),
+                (
+                    "period",
+                    models.CharField(
+                        choices=[
+                            ("day", "Day"),
+                            ("week", "Week"),
+                            ("month", "Calendar month"),
+                            ("quarter", "Quarter"),
+                            ("fixed", "Fixed range"),
+                        ],
+                        default="month",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "week_start",
+                    models.PositiveSmallIntegerField(
+                        default=0, validators=[django.core.validators.MaxValueValidator(6)]
+                    ),
+                ),
+                ("fixed_start", models.DateTimeField(blank=True, null=True)),
+                ("fixed_end", models.DateTimeField(blank=True, null=True)),
+                (
+                    "provider",
+                    models.CharField(
+                        blank=True, help_text="Only this provider (normalised).", max_length=100
+                    ),
+                ),
+                (
+                    "model",
+                    models.CharField(blank=True, help_text="Only this model (normalised).", max_length=200),
+                ),
+                ("tag_key", models.CharField(blank=True, max_length=64)),
+                ("tag_value", models.CharField(blank=True, max_length=256)),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[("notify", "Notify"), ("block", "Block")], default="notify", max_length=10
+                    ),
+                ),
+                (
+                    "fallback_model",
+                    models.CharField(
+                        blank=True, help_text="Cheaper model to suggest when blocked.", max_length=200
+                    ),
+                ),
+                (
+                    "fail_mode",
+                    models.CharField(
+                        choices=[
+                            ("open", "Allow when counters cannot be read"),
+                            ("closed", "Deny when counters cannot be read"),
+                        ],
+                        default="open",
+                        max_length=10,
+                    ),
+                ),
+                ("is_active", models.BooleanField(default=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="budgets",
+                        to="tenants.tenant",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['tenant__slug', 'name'],
+                "ordering": ["tenant__slug", "name"],
             },
         ),
         migrations.CreateModel(
-            name='BudgetThreshold',
+            name="BudgetThreshold",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('percent', models.DecimalField(decimal_places=2, max_digits=6, validators=[django.core.validators.MinValueValidator(0)])),
-                ('on_actual', models.BooleanField(default=True)),
-                ('on_forecast', models.BooleanField(default=False)),
-                ('budget', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='thresholds', to='budgets.budget')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "percent",
+                    models.DecimalField(
+                        decimal_places=2,
+                        max_digits=6,
+                        validators=[django.core.validators.MinValueValidator(0)],
+                    ),
+                ),
+                ("on_actual", models.BooleanField(default=True)),
+                ("on_forecast", models.BooleanField(default=False)),
+                (
+                    "budget",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="thresholds",
+                        to="budgets.budget",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['percent'],
+                "ordering": ["percent"],
             },
         ),
         migrations.CreateModel(
-            name='BudgetAlert',
+            name="BudgetAlert",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('period_key', models.CharField(max_length=40)),
-                ('kind', models.CharField(choices=[('actual', 'Actual spend'), ('forecast', 'Forecast spend')], max_length=10)),
-                ('spent_nanos', models.BigIntegerField()),
-                ('forecast_nanos', models.BigIntegerField(blank=True, null=True)),
-                ('amount_nanos', models.BigIntegerField()),
-                ('period_start', models.DateTimeField()),
-                ('period_end', models.DateTimeField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('budget', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='alerts', to='budgets.budget')),
-                ('threshold', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='alerts', to='budgets.budgetthreshold')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("period_key", models.CharField(max_length=40)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("actual", "Actual spend"), ("forecast", "Forecast spend")], max_length=10
+                    ),
+                ),
+                ("spent_nanos", models.BigIntegerField()),
+                ("forecast_nanos", models.BigIntegerField(blank=True, null=True)),
+                ("amount_nanos", models.BigIntegerField()),
+                ("period_start", models.DateTimeField()),
+                ("period_end", models.DateTimeField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "budget",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="alerts",
+                        to="budgets.budget",
+                    ),
+                ),
+                (
+                    "threshold",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="alerts",
+                        to="budgets.budgetthreshold",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='NotificationChannel',
+            name="NotificationChannel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('kind', models.CharField(choices=[('webhook', 'Webhook (HMAC-signed JSON)'), ('email', 'E-mail'), ('slack', 'Slack-compatible incoming webhook')], max_length=10)),
-                ('target', models.CharField(help_text='URL for webhooks, address for e-mail.', max_length=500)),
-                ('secret', models.CharField(blank=True, help_text='HMAC-SHA256 key for webhook signatures.', max_length=200)),
-                ('is_active', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='notification_channels', to='tenants.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("webhook", "Webhook (HMAC-signed JSON)"),
+                            ("email", "E-mail"),
+                            ("slack", "Slack-compatible incoming webhook"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "target",
+                    models.CharField(help_text="URL for webhooks, address for e-mail.", max_length=500),
+                ),
+                (
+                    "secret",
+                    models.CharField(
+                        blank=True, help_text="HMAC-SHA256 key for webhook signatures.", max_length=200
+                    ),
+                ),
+                ("is_active", models.BooleanField(default=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="notification_channels",
+                        to="tenants.tenant",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['tenant__slug', 'name'],
+                "ordering": ["tenant__slug", "name"],
             },
         ),
         migrations.CreateModel(
-            name='NotificationDelivery',
+            name="NotificationDelivery",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('payload', models.JSONField()),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('sent', 'Sent'), ('failed', 'Failed')], default='pending', max_length=10)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('response_code', models.PositiveIntegerField(blank=True, null=True)),
-                ('last_error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('alert', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='deliveries', to='budgets.budgetalert')),
-                ('channel', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='deliveries', to='budgets.notificationchannel')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("payload", models.JSONField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("pending", "Pending"), ("sent", "Sent"), ("failed", "Failed")],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("response_code", models.PositiveIntegerField(blank=True, null=True)),
+                ("last_error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "alert",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="deliveries",
+                        to="budgets.budgetalert",
+                    ),
+                ),
+                (
+                    "channel",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="deliveries",
+                        to="budgets.notificationchannel",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'notification deliveries',
-                'ordering': ['-created_at'],
+                "verbose_name_plural": "notification deliveries",
+                "ordering": ["-created_at"],
             },
         ),
         migrations.AddConstraint(
-            model_name='budget',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('period', 'fixed'), _negated=True), models.Q(('fixed_end__isnull', False), ('fixed_start__isnull', False)), _connector='OR'), name='budget_fixed_range_required'),
+            model_name="budget",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("period", "fixed"), _negated=True),
+                    models.Q(("fixed_end__isnull", False), ("fixed_start__isnull", False)),
+                    _connector="OR",
+                ),
+                name="budget_fixed_range_required",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='budget',
-            constraint=models.CheckConstraint(condition=models.Q(('fixed_end__isnull', True), ('fixed_start__isnull', True), ('fixed_end__gt', models.F('fixed_start')), _connector='OR'), name='budget_fixed_range_order'),
+            model_name="budget",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("fixed_end__isnull", True),
+                    ("fixed_start__isnull", True),
+                    ("fixed_end__gt", models.F("fixed_start")),
+                    _connector="OR",
+                ),
+                name="budget_fixed_range_order",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='budget',
-            constraint=models.CheckConstraint(condition=models.Q(('tag_key', ''), models.Q(('tag_value', ''), _negated=True), _connector='OR'), name='budget_tag_value_required'),
+            model_name="budget",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("tag_key", ""), models.Q(("tag_value", ""), _negated=True), _connector="OR"
+                ),
+                name="budget_tag_value_required",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='budgetthreshold',
-            constraint=models.UniqueConstraint(fields=('budget', 'percent'), name='threshold_unique_percent'),
+            model_name="budgetthreshold",
+            constraint=models.UniqueConstraint(fields=("budget", "percent"), name="threshold_unique_percent"),
         ),
         migrations.AddConstraint(
-            model_name='budgetalert',
-            constraint=models.UniqueConstraint(fields=('budget', 'period_key', 'threshold', 'kind'), name='alert_once_per_period'),
+            model_name="budgetalert",
+            constraint=models.UniqueConstraint(
+                fields=("budget", "period_key", "threshold", "kind"), name="alert_once_per_period"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='notificationdelivery',
-            constraint=models.UniqueConstraint(fields=('channel', 'alert'), name='delivery_once_per_channel'),
+            model_name="notificationdelivery",
+            constraint=models.UniqueConstraint(fields=("channel", "alert"), name="delivery_once_per_channel"),
         ),
     ]

@@ -12,25 +12,6 @@ def test_healthz_reports_database_and_broker(client):
     assert body["status"] == "ok"
 
 
-@pytest.fixture
-def database_down():
-    """Point the default connection at a database that cannot be reached; yields a restore function."""
-    saved = dict(connection.settings_dict)
-    connection.close()
-    if connection.vendor == "sqlite":
-        connection.settings_dict["NAME"] = "/nonexistent-directory/chargeback.sqlite3"
-    else:
-        connection.settings_dict["PORT"] = "1"  # nothing listens on port 1
-
-    def restore():
-        connection.close()
-        connection.settings_dict.clear()
-        connection.settings_dict.update(saved)
-
-    yield restore
-    restore()
-
-
 @pytest.mark.django_db(transaction=True)
 def test_healthz_is_503_when_the_database_is_down(client, database_down):
     response = client.get("/healthz")

@@ -1,0 +1,216 @@
+"""Reads for budgets: spend, status and the allowance check."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.db import DatabaseError
+
+from budgets.counters import CountersUnavailable, counter_key, counters_enabled, counters_read
+from budgets.models import Budget
+from budgets.periods import Period, budget_period
+from chargeback import money
+from chargeback.selectors import usage_cost_between
+from tenants.selectors import tenant_ancestor_ids, tenant_descendant_ids
+
+# Forecasts need this share of the period behind them, or a run rate is mostly noise.
+FORECAST_MIN_ELAPSED = 0.05
+
+
+def budget_list(*, principal):
+    return Budget.objects.visible_to(principal).select_related("tenant").prefetch_related("thresholds")
+
+
+def budget_matches(budget: Budget, *, provider: str, model_id: str, tags: dict[str, str]) -> bool:
+    """Whether a call with these attributes counts toward the budget's narrowing."""
+    if budget.provider and budget.provider != provider:
+        return False
+    if budget.model and budget.model != model_id:
+        return False
+    return not budget.tag_key or tags.get(budget.tag_key) == budget.tag_value
+
+
+def budget_current_period(budget: Budget, now: datetime) -> Period:
+    return budget_period(budget, now, budget.tenant.time_zone)
+
+
+def budget_spend(budget: Budget, period: Period) -> int:
+    """Charged spend (nanos) of the budget's tenant subtree in the period, from the database."""
+    return usage_cost_between(
+        tenant_ids=tenant_descendant_ids(budget.tenant_id),
+        start=period.start,
+        end=period.end,
+        provider=budget.provider,
+        model_id=budget.model,
+        tag_key=budget.tag_key,
+        tag_value=budget.tag_value,
+    )
+
+
+def budget_forecast(spent_nanos: int, period: Period, now: datetime) -> int | None:
+    """Spend at period end at the period's run rate so far; None too early in the period."""
+    elapsed = period.elapsed_fraction(now)
+    if elapsed < FORECAST_MIN_ELAPSED:
+        return None
+    return round(spent_nanos / elapsed)
+
+
+def threshold_limit_nanos(amount_nanos: int, percent) -> int:
+    return money.divide_half_even(amount_nanos * int(percent * 100), 10_000)
+
+
+def budget_status(budget: Budget, now: datetime) -> dict:
+    period = budget_current_period(budget, now)
+    spent = budget_spend(budget, period)
+    forecast = budget_forecast(spent, period, now)
+    alerts = {(alert.threshold_id, alert.kind) for alert in budget.alerts.filter(period_key=period.key)}
+    return {
+        "budget": budget,
+        "period": period,
+        "spent_nanos": spent,
+        "remaining_nanos": budget.amount_nanos - spent,
+        "forecast_nanos": forecast,
+        "percent_used": spent * 100 / budget.amount_nanos,
+        "thresholds": [
+            {
+                "threshold": threshold,
+                "limit_nanos": threshold_limit_nanos(budget.amount_nanos, threshold.percent),
+                "alerted_actual": (threshold.pk, "actual") in alerts,
+                "alerted_forecast": (threshold.pk, "forecast") in alerts,
+            }
+            for threshold in budget.thresholds.all()
+        ],
+    }
+
+
+# --- the allowance check -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ChainBudgets:
+    expires: float
+    budgets: list[Budget]
+
+
+_chain_cache: dict[int, _ChainBudgets] = {}
+
+
+def _budgets_for_tenant(tenant_id: int) -> list[Budget]:
+    """Active budgets on the tenant and its ancestors, cached briefly per process: definitions
+    change rarely, and the allowance check must not pay for them on every call."""
+    cached = _chain_cache.get(tenant_id)
+    if cached is not None and cached.expires > time.monotonic():
+        return cached.budgets
+    chain = tenant_ancestor_ids(tenant_id)
+    budgets = list(Budget.objects.filter(tenant_id__in=chain, is_active=True).select_related("tenant"))
+    _chain_cache[tenant_id] = _ChainBudgets(
+        time.monotonic() + settings.BUDGET_DEFINITION_CACHE_SECONDS, budgets
+    )
+    return budgets
+
+
+def budget_definitions_forget() -> None:
+    _chain_cache.clear()
+
+
+@dataclass
+class AllowanceDecision:
+    allowed: bool
+    reason: str
+    budget: Budget | None
+    spent_nanos: int | None
+    remaining_nanos: int | None
+    period_end: datetime | None
+    suggested_model: str
+    source: str  # "counters", "database", "none" or "unavailable"
+    fresh: bool
+
+
+def allowance_check(
+    *,
+    tenant_id: int,
+    provider: str,
+    model_id: str,
+    tags: dict[str, str],
+    estimated_cost_nanos: int,
+    now: datetime,
+) -> AllowanceDecision:
+    """May this tenant spend `estimated_cost_nanos` now? Checks every applicable budget on the
+    tenant and its ancestors against spend in its current period, from the Redis counters (one
+    round trip) or, when they are unavailable, from the database; when neither can be read each
+    budget's fail mode decides."""
+    budgets = [
+        budget
+        for budget in _budgets_for_tenant(tenant_id)
+        if budget_matches(budget, provider=provider, model_id=model_id, tags=tags)
+    ]
+    if not budgets:
+        return AllowanceDecision(True, "No budget applies.", None, None, None, None, "", "none", True)
+    periods = [budget_current_period(budget, now) for budget in budgets]
+    spent, source, fresh = _spent_for(budgets, periods)
+    if spent is None:
+        closed = [budget for budget in budgets if budget.fail_mode == Budget.FailMode.CLOSED]
+        deciding = closed[0] if closed else budgets[0]
+        reason = "Spend cannot be read; the budget fails " + ("closed." if closed else "open.")
+        return AllowanceDecision(not closed, reason, deciding, None, None, None, "", "unavailable", False)
+
+    denying, tightest = None, None
+    for budget, period, used in zip(budgets, periods, spent, strict=True):
+        remaining = budget.amount_nanos - used
+        entry = (remaining, budget, period, used)
+        blocks = budget.action == Budget.Action.BLOCK and (
+            used >= budget.amount_nanos or estimated_cost_nanos > remaining
+        )
+        if blocks and (denying is None or remaining < denying[0]):
+            denying = entry
+        if tightest is None or remaining < tightest[0]:
+            tightest = entry
+    remaining, budget, period, used = denying or tightest
+    if denying:
+        reason = (
+            f"Budget '{budget.name}' of {budget.tenant.slug} has {money.nanos_to_str(max(remaining, 0))} USD left "
+            f"of {money.nanos_to_str(budget.amount_nanos)} USD until {period.end.isoformat()}."
+        )
+    else:
+        reason = "Within every applicable budget."
+    return AllowanceDecision(
+        allowed=denying is None,
+        reason=reason,
+        budget=budget,
+        spent_nanos=used,
+        remaining_nanos=remaining,
+        period_end=period.end,
+        suggested_model=budget.fallback_model if denying else "",
+        source=source,
+        fresh=fresh,
+    )
+
+
+def _spent_for(budgets: list[Budget], periods: list[Period]) -> tuple[list[int] | None, str, bool]:
+    if counters_enabled():
+        keys = [counter_key(budget.pk, period.key) for budget, period in zip(budgets, periods, strict=True)]
+        try:
+            values, reconciled = counters_read(keys)
+        except CountersUnavailable:
+            values = None
+        if values is not None:
+            # A budget without a counter yet (new, or Redis restarted) is read from the database.
+            return (
+                [
+                    value if value is not None else budget_spend(budget, period)
+                    for value, budget, period in zip(values, budgets, periods, strict=True)
+                ],
+                "counters",
+                reconciled,
+            )
+    try:
+        return (
+            [budget_spend(budget, period) for budget, period in zip(budgets, periods, strict=True)],
+            "database",
+            True,
+        )
+    except DatabaseError:
+        return None, "unavailable", False

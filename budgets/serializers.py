@@ -1,0 +1,130 @@
+from decimal import Decimal
+
+from rest_framework import serializers
+
+from budgets.models import Budget, BudgetThreshold
+from chargeback.pricing import model_id_for, normalize_provider
+from chargeback.serializers import NanosAsUsdField, UsdAmountField
+from tenants.models import Tenant
+
+
+class BudgetThresholdSerializer(serializers.ModelSerializer):
+    percent = serializers.DecimalField(max_digits=6, decimal_places=2, min_value=Decimal("0.01"))
+
+    class Meta:
+        model = BudgetThreshold
+        fields = ["percent", "on_actual", "on_forecast"]
+
+
+class BudgetSerializer(serializers.ModelSerializer):
+    """A budget as the API shows and accepts it. `amount_usd` is a decimal string."""
+
+    tenant = serializers.SlugRelatedField(slug_field="slug", queryset=Tenant.objects.none())
+    amount_usd = UsdAmountField(source="amount_nanos", min_value=Decimal("0.000000001"))
+    thresholds = BudgetThresholdSerializer(many=True, required=False)
+
+    class Meta:
+        model = Budget
+        fields = [
+            "id",
+            "tenant",
+            "name",
+            "amount_usd",
+            "period",
+            "week_start",
+            "fixed_start",
+            "fixed_end",
+            "provider",
+            "model",
+            "tag_key",
+            "tag_value",
+            "action",
+            "fallback_model",
+            "fail_mode",
+            "is_active",
+            "thresholds",
+            "created_at",
+        ]
+        read_only_fields = ["id", "created_at"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        request = self.context.get("request")
+        if request is not None:
+            # A key may only place budgets on tenants it can see.
+            self.fields["tenant"].queryset = Tenant.objects.visible_to(request.auth)
+
+    def validate(self, attrs):
+        period = attrs.get("period", getattr(self.instance, "period", Budget.Period.MONTH))
+        start = attrs.get("fixed_start", getattr(self.instance, "fixed_start", None))
+        end = attrs.get("fixed_end", getattr(self.instance, "fixed_end", None))
+        if period == Budget.Period.FIXED and (start is None or end is None or end <= start):
+            raise serializers.ValidationError({"fixed_end": "A fixed period needs fixed_start < fixed_end."})
+        if bool(attrs.get("tag_key")) != bool(attrs.get("tag_value")) and (
+            "tag_key" in attrs or "tag_value" in attrs
+        ):
+            raise serializers.ValidationError({"tag_value": "tag_key and tag_value go together."})
+        if attrs.get("provider"):
+            attrs["provider"] = normalize_provider(attrs["provider"])
+        if attrs.get("model"):
+            attrs["model"] = model_id_for(attrs.get("provider", ""), attrs["model"])
+        percents = [threshold["percent"] for threshold in attrs.get("thresholds", [])]
+        if len(percents) != len(set(percents)):
+            raise serializers.ValidationError({"thresholds": "Each threshold percent may appear once."})
+        return attrs
+
+
+class BudgetThresholdStatusSerializer(serializers.Serializer):
+    percent = serializers.DecimalField(max_digits=6, decimal_places=2, source="threshold.percent")
+    limit_usd = NanosAsUsdField(source="limit_nanos")
+    on_actual = serializers.BooleanField(source="threshold.on_actual")
+    on_forecast = serializers.BooleanField(source="threshold.on_forecast")
+    alerted_actual = serializers.BooleanField()
+    alerted_forecast = serializers.BooleanField()
+
+
+class BudgetStatusSerializer(serializers.Serializer):
+    budget_id = serializers.IntegerField(source="budget.id")
+    period_key = serializers.CharField(source="period.key")
+    period_start = serializers.DateTimeField(source="period.start")
+    period_end = serializers.DateTimeField(source="period.end")
+    amount_usd = NanosAsUsdField(source="budget.amount_nanos")
+    spent_usd = NanosAsUsdField(source="spent_nanos")
+    remaining_usd = NanosAsUsdField(source="remaining_nanos")
+    forecast_usd = NanosAsUsdField(source="forecast_nanos", allow_null=True)
+    percent_used = serializers.FloatField()
+    thresholds = BudgetThresholdStatusSerializer(many=True)
+
+
+class AllowanceRequestSerializer(serializers.Serializer):
+    tenant = serializers.SlugField(
+        required=False, help_text="Required for a global key; defaults to the key's."
+    )
+    provider = serializers.CharField(required=False, allow_blank=True, default="")
+    model = serializers.CharField(required=False, allow_blank=True, default="")
+    tags = serializers.DictField(child=serializers.CharField(max_length=256), required=False, default=dict)
+    estimated_cost_usd = serializers.DecimalField(
+        max_digits=18, decimal_places=9, min_value=Decimal(0), required=False
+    )
+    estimated_input_tokens = serializers.IntegerField(min_value=0, max_value=10**9, required=False)
+    estimated_output_tokens = serializers.IntegerField(min_value=0, max_value=10**9, required=False)
+
+
+class AllowanceBudgetSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    tenant = serializers.CharField(source="tenant.slug")
+    action = serializers.CharField()
+
+
+class AllowanceResponseSerializer(serializers.Serializer):
+    allowed = serializers.BooleanField()
+    reason = serializers.CharField()
+    budget = AllowanceBudgetSerializer(allow_null=True)
+    spent_usd = NanosAsUsdField(source="spent_nanos", allow_null=True)
+    remaining_usd = NanosAsUsdField(source="remaining_nanos", allow_null=True)
+    period_end = serializers.DateTimeField(allow_null=True)
+    suggested_model = serializers.CharField(allow_blank=True)
+    source = serializers.CharField()
+    fresh = serializers.BooleanField()
+    estimated_cost_usd = NanosAsUsdField(source="estimated_cost_nanos")
