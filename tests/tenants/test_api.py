@@ -88,3 +88,10 @@ def test_key_use_is_recorded(client_for, tree):
 
     client_for(tree["team"], scopes=["read"]).get("/api/v1/tenants/")
     assert ApiKey.objects.get(tenant=tree["team"]).last_used_at is not None
+
+
+def test_whoami_describes_the_calling_key(client_for, tree):
+    body = client_for(tree["team"], scopes=["ingest"]).get("/api/v1/whoami/").json()
+    assert (body["tenant"], body["scopes"]) == ("team", ["ingest"])
+    assert body["prefix"].startswith("cbk_")
+    assert client_for(None, scopes=["read"]).get("/api/v1/whoami/").json()["tenant"] is None
