@@ -1,7 +1,21 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html
 
 from chargeback import money
-from chargeback.models import PriceOverride, RerateAudit, UsageRecord, UsageRollupHourly
+from chargeback.models import (
+    AllocationRule,
+    PriceOverride,
+    RerateAudit,
+    SharedCostRule,
+    Statement,
+    StatementLine,
+    UsageRecord,
+    UsageRollupHourly,
+)
+from chargeback.services import statement_finalize
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -93,3 +107,84 @@ class RerateAuditAdmin(ReadOnlyAdmin):
     @admin.display(description="after (USD)")
     def after(self, audit):
         return money.nanos_to_str(audit.cost_nanos_after)
+
+
+class StatementLineInline(admin.TabularInline):
+    model = StatementLine
+    fields = ["position", "kind", "description", "tenant_slug", "quantity", "unit", "unit_price", "amount"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="amount (USD)")
+    def amount(self, line):
+        return money.cents_to_str(line.amount_cents)
+
+
+@admin.register(Statement)
+class StatementAdmin(admin.ModelAdmin):
+    """Statements are generated and finalized by services; here they are read, finalized or voided."""
+
+    list_display = ["period_key", "tenant", "status", "number", "total", "finalized_at", "pdf_link"]
+    list_filter = ["status", "period_key"]
+    search_fields = ["number", "tenant__slug", "tenant_name"]
+    list_select_related = ["tenant"]
+    inlines = [StatementLineInline]
+    actions = ["finalize"]
+    exclude = ["pdf"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in Statement._meta.fields if field.name != "pdf"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None or obj.status == Statement.Status.DRAFT
+
+    def has_delete_permission(self, request, obj=None):
+        return obj is not None and obj.status == Statement.Status.DRAFT
+
+    @admin.display(description="total (USD)", ordering="total_cents")
+    def total(self, statement):
+        return money.cents_to_str(statement.total_cents)
+
+    @admin.display(description="PDF")
+    def pdf_link(self, statement):
+        return format_html('<a href="{}">PDF</a>', reverse("admin-statement-pdf", args=[statement.pk]))
+
+    def get_urls(self):
+        return [
+            path("<int:pk>/pdf/", self.admin_site.admin_view(self.pdf_view), name="admin-statement-pdf"),
+            *super().get_urls(),
+        ]
+
+    def pdf_view(self, request, pk):
+        from chargeback.statement_documents import statement_pdf_render
+
+        statement = get_object_or_404(Statement.objects.select_related("tenant"), pk=pk)
+        pdf = bytes(statement.pdf) if statement.pdf else statement_pdf_render(statement)
+        return HttpResponse(pdf, content_type="application/pdf")
+
+    @admin.action(description="Finalize selected drafts")
+    def finalize(self, request, queryset):
+        for statement in queryset.filter(status=Statement.Status.DRAFT):
+            finalized = statement_finalize(statement_id=statement.pk)
+            messages.success(request, f"{finalized.tenant.slug} {finalized.period_key}: {finalized.number}")
+
+
+@admin.register(AllocationRule)
+class AllocationRuleAdmin(admin.ModelAdmin):
+    list_display = ["precedence", "name", "tag_key", "tag_value", "target", "scope", "is_active"]
+    list_filter = ["is_active", "tag_key"]
+    autocomplete_fields = ["target", "scope"]
+
+
+@admin.register(SharedCostRule)
+class SharedCostRuleAdmin(admin.ModelAdmin):
+    list_display = ["name", "pool", "method", "owner"]
+    autocomplete_fields = ["pool", "owner"]
+    filter_horizontal = ["targets"]

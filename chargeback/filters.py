@@ -3,7 +3,7 @@ import re
 import django_filters
 from rest_framework.exceptions import ValidationError
 
-from chargeback.models import PricingSource, UsageRecord, UsageSource, UsageStatus
+from chargeback.models import PricingSource, Statement, UsageRecord, UsageSource, UsageStatus
 from tenants.models import Tenant
 from tenants.selectors import tenant_descendant_ids
 
@@ -53,3 +53,13 @@ class UsageRecordFilterSet(django_filters.FilterSet):
                 raise ValidationError({parameter: "Tag keys are 1-64 letters, digits or _ . : -"})
             queryset = queryset.filter(**{f"tags__{match.group(1)}": value})
         return queryset
+
+
+class StatementFilterSet(django_filters.FilterSet):
+    tenant = django_filters.CharFilter(field_name="tenant__slug")
+    period = django_filters.CharFilter(field_name="period_key", help_text="YYYY-MM")
+    status = django_filters.ChoiceFilter(choices=Statement.Status.choices)
+
+    class Meta:
+        model = Statement
+        fields = ["tenant", "period", "status"]

@@ -7,14 +7,15 @@ what hooks maintain (budget counters) is reconciled from the database periodical
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class IngestedRecord:
+class IngestedRecord(NamedTuple):
+    """One stored record, as hooks see it (a named tuple: one is made per ingested record)."""
+
     tenant_id: int
     occurred_at: datetime
     provider: str

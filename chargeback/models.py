@@ -209,3 +209,169 @@ class RerateAudit(models.Model):
 
     def __str__(self) -> str:
         return f"rerate {self.tenant_id} {self.period_start:%Y-%m-%d}..{self.period_end:%Y-%m-%d}"
+
+
+class AllocationRule(models.Model):
+    """Attributes usage to a billable tenant by tag at ingest (e.g. customer=acme -> tenant acme).
+
+    Rules are tried in ascending precedence; the first whose scope contains the reporting tenant
+    and whose tag matches decides. Usage no rule matches stays on the reporting tenant.
+    """
+
+    precedence = models.PositiveIntegerField()
+    name = models.CharField(max_length=200)
+    scope = models.ForeignKey(
+        Tenant, null=True, blank=True, on_delete=models.CASCADE, related_name="+",
+        help_text="Only usage reported by this tenant or below it; empty: any tenant.",
+    )  # fmt: skip
+    tag_key = models.CharField(max_length=64)
+    tag_value = models.CharField(max_length=256)
+    target = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="allocation_rules")
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["precedence", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["precedence"], name="allocation_rule_precedence_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.precedence}: {self.tag_key}={self.tag_value} -> {self.target}"
+
+
+class SharedCostRule(models.Model):
+    """Spreads the monthly cost of a shared pool tenant (e.g. untagged platform spend) over
+    billable tenants: to one owner, evenly, or in proportion to each one's own usage."""
+
+    class Method(models.TextChoices):
+        OWNER = "owner", "All to one owner"
+        EVEN = "even", "Evenly"
+        PROPORTIONAL = "proportional", "Proportional to usage"
+
+    name = models.CharField(max_length=200)
+    pool = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="shared_cost_rule")
+    method = models.CharField(max_length=20, choices=Method.choices)
+    owner = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    targets = models.ManyToManyField(
+        Tenant, blank=True, related_name="+", help_text="For even and proportional."
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(method="owner") | Q(owner__isnull=False), name="shared_owner_required"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class StatementQuerySet(TenantScopedQuerySet):
+    pass
+
+
+class Statement(models.Model):
+    """One billable tenant's chargeback statement for one calendar month of its time zone."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        FINALIZED = "finalized", "Finalized"
+        VOID = "void", "Void"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="statements")
+    period_key = models.CharField(max_length=7)  # YYYY-MM in the tenant's zone
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    time_zone = models.CharField(max_length=64)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    number = models.CharField(max_length=32, null=True, blank=True, unique=True)
+    currency = models.CharField(max_length=3, default="USD")
+    total_cents = models.BigIntegerField(default=0)
+    # Exact usage cost of the period when (re)generated: late usage is measured against it.
+    usage_cost_nanos = models.BigIntegerField(default=0)
+    previous_total_cents = models.BigIntegerField(null=True, blank=True)
+    # Frozen at finalization, so that renaming a tenant never changes an issued document.
+    tenant_name = models.CharField(max_length=200, blank=True)
+    billing_email = models.EmailField(blank=True)
+    issuer_name = models.CharField(max_length=200, blank=True)
+    notes = models.TextField(blank=True)
+    generated_at = models.DateTimeField()
+    finalized_at = models.DateTimeField(null=True, blank=True)
+    voided_at = models.DateTimeField(null=True, blank=True)
+    void_reason = models.CharField(max_length=500, blank=True)
+    replaces = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    pdf = models.BinaryField(null=True, blank=True, editable=False)
+    pdf_sha256 = models.CharField(max_length=64, blank=True)
+
+    objects = StatementQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-period_start", "tenant__slug"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "period_key"],
+                condition=~Q(status="void"),
+                name="statement_one_live_per_month",
+            ),
+            models.CheckConstraint(
+                condition=Q(status="draft", number__isnull=True) | ~Q(status="draft"),
+                name="statement_draft_unnumbered",
+            ),
+        ]
+        indexes = [models.Index(fields=["period_key", "status"], name="statement_period_idx")]
+
+    def __str__(self) -> str:
+        return self.number or f"draft {self.tenant_id} {self.period_key}"
+
+
+class StatementLineQuerySet(TenantScopedQuerySet):
+    tenant_field = "statement__tenant_id"
+
+
+class StatementLine(models.Model):
+    class Kind(models.TextChoices):
+        USAGE = "usage", "Usage"
+        PRICE_DIFFERENCE = "price_difference", "Tier and dated-price difference"
+        SHARED = "shared", "Shared cost"
+        MARKUP = "markup", "Markup or discount"
+        ADJUSTMENT = "adjustment", "Adjustment for an earlier month"
+
+    statement = models.ForeignKey(Statement, on_delete=models.CASCADE, related_name="lines")
+    position = models.PositiveIntegerField()
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    description = models.CharField(max_length=500)
+    tenant_slug = models.CharField(max_length=100, blank=True)
+    provider = models.CharField(max_length=100, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    token_type = models.CharField(max_length=30, blank=True)
+    quantity = models.BigIntegerField(default=0)
+    unit = models.CharField(max_length=30, blank=True)
+    # USD per unit_scale units (e.g. per 1M tokens), as a decimal string; empty when not priced per unit.
+    unit_price = models.CharField(max_length=40, blank=True)
+    unit_scale = models.BigIntegerField(default=1)
+    amount_nanos = models.BigIntegerField(default=0)  # exact
+    amount_cents = models.BigIntegerField(default=0)  # rounded; the statement total sums these
+    requests = models.BigIntegerField(default=0)
+    adjustment_period_key = models.CharField(max_length=7, blank=True)
+
+    objects = StatementLineQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["statement", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["statement", "position"], name="statement_line_position")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.statement} #{self.position} {self.description}"
+
+
+class StatementNumberSeries(models.Model):
+    """The next number of a gapless series, taken under a row lock at finalization."""
+
+    prefix = models.CharField(max_length=20, unique=True)
+    next_value = models.PositiveBigIntegerField(default=1)
+
+    def __str__(self) -> str:
+        return f"{self.prefix} next {self.next_value}"

@@ -66,9 +66,65 @@ def nanos_to_str(nanos: int | None) -> str | None:
     return None if value is None else format(value, "f")
 
 
-def apply_percent(nanos: int, percent: Decimal) -> int:
-    """nanos * (100 + percent) / 100, rounded half-even to a nano: a markup (+) or discount (-)."""
+def percent_factor(percent: Decimal) -> int:
+    """(100 + percent) / 100 as an exact integer of millionths, for `apply_factor`."""
     scaled = Decimal(percent) * 10**4
     if scaled != scaled.to_integral_value():
         raise ValueError("markup percent supports at most 4 decimals")
-    return divide_half_even(nanos * (10**6 + int(scaled)), 10**6)
+    return 10**6 + int(scaled)
+
+
+def apply_factor(nanos: int, factor: int) -> int:
+    """nanos * factor / 10**6, rounded half-even to a nano (factor from `percent_factor`)."""
+    return divide_half_even(nanos * factor, 10**6)
+
+
+def apply_percent(nanos: int, percent: Decimal) -> int:
+    """nanos * (100 + percent) / 100, rounded half-even to a nano: a markup (+) or discount (-)."""
+    return apply_factor(nanos, percent_factor(percent))
+
+
+def round_to_cents(nanos: int) -> int:
+    """Nanos to whole cents, half-even."""
+    return divide_half_even(nanos, NANOS_PER_CENT)
+
+
+def cents_from_nanos_conserving(amounts_nanos: list[int]) -> list[int]:
+    """Round each amount to cents so that the cents add up to the rounded total (largest remainder).
+
+    Each result is its amount rounded down or up; the leftover cents go to the largest remainders
+    (ties to the earlier amount), so that no cent is created or lost by rounding lines separately.
+    """
+    floors = [amount // NANOS_PER_CENT for amount in amounts_nanos]
+    remainders = [
+        amount - floor * NANOS_PER_CENT for amount, floor in zip(amounts_nanos, floors, strict=True)
+    ]
+    extra = round_to_cents(sum(amounts_nanos)) - sum(floors)
+    order = sorted(range(len(amounts_nanos)), key=lambda index: (-remainders[index], index))
+    for index in order[:extra]:
+        floors[index] += 1
+    return floors
+
+
+def split_largest_remainder(total: int, weights: list[int]) -> list[int]:
+    """Split an integer total (e.g. cents) in proportion to non-negative weights, conserving it
+    exactly (largest remainder; ties to the earlier share). All-zero weights split evenly."""
+    if not weights:
+        return []
+    if any(weight < 0 for weight in weights):
+        raise ValueError("weights must not be negative")
+    if sum(weights) == 0:
+        weights = [1] * len(weights)
+    weight_sum = sum(weights)
+    shares = [total * weight // weight_sum for weight in weights]
+    remainders = [total * weight - share * weight_sum for weight, share in zip(weights, shares, strict=True)]
+    order = sorted(range(len(weights)), key=lambda index: (-remainders[index], index))
+    for index in order[: total - sum(shares)]:
+        shares[index] += 1
+    return shares
+
+
+def cents_to_str(cents: int) -> str:
+    sign = "-" if cents < 0 else ""
+    whole, part = divmod(abs(cents), 100)
+    return f"{sign}{whole}.{part:02d}"

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from datetime import time as dt_time
 from decimal import Decimal, localcontext
+from typing import NamedTuple
 
 import genai_prices
 from django.db.models import Q
@@ -68,9 +70,9 @@ def normalize_model(model: str, provider: str = "") -> str:
     return name
 
 
-@dataclass(frozen=True, slots=True)
-class TokenBuckets:
-    """Disjoint token counts of one call."""
+class TokenBuckets(NamedTuple):
+    """Disjoint token counts of one call. (A named tuple: made once per ingested record, and
+    several times cheaper to create than a frozen dataclass.)"""
 
     uncached_input: int = 0
     cached_input: int = 0
@@ -131,8 +133,7 @@ class DecimalPrice:
         return money.usd_to_nanos(genai_prices_cost(self.model_price, buckets))
 
 
-@dataclass(frozen=True, slots=True)
-class Quote:
+class Quote(NamedTuple):
     list_cost_nanos: int | None
     pricing_source: str
     price_version: str
@@ -275,6 +276,7 @@ class PriceBook:
 
     def __init__(self, *, tenant_chains: dict[int, list[int]]):
         self._tenant_chains = tenant_chains
+        self._rates: dict[tuple[int, str, str], _Rate] = {}
         chain_ids = {tenant_id for chain in tenant_chains.values() for tenant_id in chain}
         self._overrides: dict[str, list[tuple[PriceOverride, LinearPrice]]] = {}
         overrides = PriceOverride.objects.filter(Q(tenant__isnull=True) | Q(tenant_id__in=chain_ids))
@@ -301,6 +303,20 @@ class PriceBook:
                 best, best_rank = (override, price), rank
         return best
 
+    def list_unit_prices(
+        self, *, tenant_id: int, provider: str, model: str, at: datetime
+    ) -> LinearPrice | None:
+        """The per-token list prices (base tier) for a tenant's calls of a model at a moment: what a
+        statement line shows as its unit price. None when the model has no exact per-token price."""
+        override = self._override(tenant_id, provider, model, at) if self._overrides else None
+        if override is not None:
+            return override[1]
+        found = GENAI_PRICES_CACHE.find(provider, model)
+        if found is None:
+            return None
+        price = GENAI_PRICES_CACHE.price(found[0], found[1], at)
+        return price.tiers[0] if isinstance(price, TieredPrice) else None
+
     def quote(
         self,
         *,
@@ -312,16 +328,39 @@ class PriceBook:
         reported_cost_nanos: int | None,
     ) -> Quote:
         """Price one call. `provider` and `model` must already be normalised."""
+        key = (tenant_id, provider, model)
+        rate = self._rates.get(key)
+        if rate is None or not (rate.start <= at < rate.end):
+            rate = self._rates[key] = self._rate(tenant_id, provider, model, at)
+        if rate.price is not None:
+            return Quote(
+                rate.price.cost_nanos(buckets), rate.pricing_source, rate.price_version, rate.model_id
+            )
+        if reported_cost_nanos is not None:
+            return Quote(reported_cost_nanos, PricingSource.CLIENT_REPORTED, "client", rate.model_id)
+        return Quote(None, PricingSource.UNPRICED, "", rate.model_id)
+
+    def _rate(self, tenant_id: int, provider: str, model: str, at: datetime) -> _Rate:
+        """How this tenant's calls of this model are priced at `at`, and the span of time around it
+        during which that cannot change (no override or genai-prices price starts or ends in it), so
+        that a batch resolves each (tenant, provider, model) about once rather than per record."""
         found = GENAI_PRICES_CACHE.find(provider, model)
         model_id = found[1].id if found is not None else model
+        start, end = _ALWAYS_START, _ALWAYS_END
         if self._overrides:
+            for name in (model, model_id):
+                for override, _ in self._overrides.get(name, ()):
+                    start, end = _narrow(start, end, at, override.valid_from)
+                    start, end = _narrow(start, end, at, override.valid_to)
             override = self._override(tenant_id, provider, model, at) or self._override(
                 tenant_id, provider, model_id, at
             )
             if override is not None:
                 record, price = override
-                return Quote(
-                    money.attos_to_nanos(price.cost_attos(buckets)),
+                return _Rate(
+                    start,
+                    end,
+                    TieredPrice((), (price,)),
                     PricingSource.OVERRIDE,
                     f"override {record.pk}",
                     model_id,
@@ -329,12 +368,44 @@ class PriceBook:
         if found is not None:
             provider_info, model_info = found
             price = GENAI_PRICES_CACHE.price(provider_info, model_info, at)
-            return Quote(
-                price.cost_nanos(buckets), PricingSource.GENAI_PRICES, GENAI_PRICES_VERSION, model_id
-            )
-        if reported_cost_nanos is not None:
-            return Quote(reported_cost_nanos, PricingSource.CLIENT_REPORTED, "client", model_id)
-        return Quote(None, PricingSource.UNPRICED, "", model_id)
+            if isinstance(model_info.prices, list):
+                for conditional in model_info.prices:
+                    constraint = conditional.constraint
+                    if isinstance(constraint, types.StartDateConstraint):
+                        # Active from the UTC midnight starting that date (StartDateConstraint.active).
+                        since = datetime.combine(constraint.start_date, dt_time(), UTC)
+                        start, end = _narrow(start, end, at, since)
+                    elif constraint is not None:
+                        start = end = at  # e.g. off-peak hours: resolved for every call
+            return _Rate(start, end, price, PricingSource.GENAI_PRICES, GENAI_PRICES_VERSION, model_id)
+        return _Rate(start, end, None, PricingSource.UNPRICED, "", model_id)
+
+
+_ALWAYS_START = datetime.min.replace(tzinfo=UTC)
+_ALWAYS_END = datetime.max.replace(tzinfo=UTC)
+
+
+class _Rate(NamedTuple):
+    """How a (tenant, provider, model) is priced from `start` to `end` (exclusive); `price` None:
+    no list price (the record is client-reported or unpriced)."""
+
+    start: datetime
+    end: datetime
+    price: TieredPrice | DecimalPrice | None
+    pricing_source: str
+    price_version: str
+    model_id: str
+
+
+def _narrow(
+    start: datetime, end: datetime, at: datetime, boundary: datetime | None
+) -> tuple[datetime, datetime]:
+    """[start, end) narrowed to the side of `boundary` that holds `at`."""
+    if boundary is None:
+        return start, end
+    if boundary <= at:
+        return max(start, boundary), end
+    return start, min(end, boundary)
 
 
 def model_id_for(provider: str, model: str) -> str:

@@ -5,7 +5,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from chargeback import money
-from chargeback.models import UsageRecord
+from chargeback.models import Statement, StatementLine, UsageRecord
 
 
 class UsageRecordIngestSerializer(serializers.Serializer):
@@ -122,3 +122,83 @@ class UsageRecordSerializer(serializers.ModelSerializer):
             "source",
         ]
         read_only_fields = fields
+
+
+@extend_schema_field({"type": "string", "format": "decimal", "nullable": True, "example": "12.34"})
+class CentsAsUsdField(serializers.Field):
+    """Integer cents shown as a decimal USD string with two places."""
+
+    def to_representation(self, value):
+        return None if value is None else money.cents_to_str(value)
+
+
+class StatementLineSerializer(serializers.ModelSerializer):
+    amount_usd = CentsAsUsdField(source="amount_cents")
+    amount_exact_usd = NanosAsUsdField(source="amount_nanos")
+
+    class Meta:
+        model = StatementLine
+        fields = [
+            "position",
+            "kind",
+            "description",
+            "tenant_slug",
+            "provider",
+            "model",
+            "token_type",
+            "quantity",
+            "unit",
+            "unit_price",
+            "unit_scale",
+            "requests",
+            "amount_usd",
+            "amount_exact_usd",
+            "adjustment_period_key",
+        ]
+        read_only_fields = fields
+
+
+class StatementSerializer(serializers.ModelSerializer):
+    tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    total_usd = CentsAsUsdField(source="total_cents")
+    previous_total_usd = CentsAsUsdField(source="previous_total_cents", allow_null=True)
+    replaces = serializers.PrimaryKeyRelatedField(read_only=True)
+
+    class Meta:
+        model = Statement
+        fields = [
+            "id",
+            "tenant",
+            "period_key",
+            "period_start",
+            "period_end",
+            "time_zone",
+            "status",
+            "number",
+            "currency",
+            "total_usd",
+            "previous_total_usd",
+            "tenant_name",
+            "billing_email",
+            "issuer_name",
+            "generated_at",
+            "finalized_at",
+            "voided_at",
+            "void_reason",
+            "replaces",
+            "pdf_sha256",
+            "notes",
+        ]
+        read_only_fields = fields
+
+
+class StatementDetailSerializer(StatementSerializer):
+    lines = StatementLineSerializer(many=True, read_only=True)
+
+    class Meta(StatementSerializer.Meta):
+        fields = [*StatementSerializer.Meta.fields, "lines"]
+        read_only_fields = fields
+
+
+class StatementVoidSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=500)

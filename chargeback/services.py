@@ -2,23 +2,43 @@
 
 from __future__ import annotations
 
+import gc
+import hashlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import msgspec
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from chargeback import money
-from chargeback.calendar import ceil_hour
+from chargeback.calendar import add_months, ceil_hour, local_date, local_midnight
 from chargeback.hooks import IngestedRecord, post_ingest_hooks_active, post_ingest_hooks_run
-from chargeback.models import RerateAudit, UsageRecord, UsageRollupHourly
-from chargeback.pricing import PriceBook, TokenBuckets, normalize_model, normalize_provider
+from chargeback.models import (
+    AllocationRule,
+    RerateAudit,
+    SharedCostRule,
+    Statement,
+    StatementLine,
+    StatementNumberSeries,
+    UsageRecord,
+    UsageRollupHourly,
+)
+from chargeback.pricing import (
+    GENAI_PRICES_VERSION,
+    PriceBook,
+    TokenBuckets,
+    normalize_model,
+    normalize_provider,
+)
+from chargeback.selectors import statement_tenant_ids, usage_cost_between, usage_totals
 from chargeback.usage_input import (
     RecordError,
     check_timestamp,
@@ -86,6 +106,16 @@ class _TenantResolver:
         }
         self.chains: dict[int, list[int]] = {}
         self.markups: dict[int, Decimal | None] = {}
+        # Allocation rules (tag -> billable tenant), by precedence; their targets' chains up front,
+        # so that markups and negotiated prices of the target apply.
+        self.rules = [
+            (rule.tag_key, rule.tag_value, set(tenant_descendant_ids(rule.scope_id)) if rule.scope_id else None,
+             rule.target_id)
+            for rule in AllocationRule.objects.filter(is_active=True).order_by("precedence", "id")
+        ]  # fmt: skip
+        for *_, target_id in self.rules:
+            self.chains.setdefault(target_id, tenant_ancestor_ids(target_id))
+        self._factors: dict[int, int] = {}  # tenant id -> money.percent_factor of its markup
 
     def resolve(self, slug: str | None) -> int:
         if slug is None:
@@ -107,6 +137,14 @@ class _TenantResolver:
             self.chains[tenant_id] = tenant_ancestor_ids(tenant_id)
         return tenant_id
 
+    def allocate(self, tenant_id: int, tags: dict[str, str]) -> int:
+        """The tenant a record is attributed to: the first matching allocation rule's target, else
+        the reporting tenant."""
+        for tag_key, tag_value, scope, target_id in self.rules:
+            if tags.get(tag_key) == tag_value and (scope is None or tenant_id in scope):
+                return target_id
+        return tenant_id
+
     def load_markups(self) -> None:
         ids = {tenant_id for chain in self.chains.values() for tenant_id in chain}
         own = dict(Tenant.objects.filter(id__in=ids).values_list("id", "markup_percent"))
@@ -115,14 +153,35 @@ class _TenantResolver:
             self.markups[tenant_id] = next(
                 (own[ancestor] for ancestor in chain if own.get(ancestor) is not None), None
             )
+        self._factors = {
+            tenant_id: money.percent_factor(markup)
+            for tenant_id, markup in self.markups.items()
+            if markup is not None
+        }
 
     def charged(self, tenant_id: int, list_cost_nanos: int | None) -> int | None:
-        markup = self.markups.get(tenant_id)
-        if list_cost_nanos is None or markup is None:
+        factor = self._factors.get(tenant_id)
+        if list_cost_nanos is None or factor is None:
             return list_cost_nanos
-        return money.apply_percent(list_cost_nanos, markup)
+        return money.apply_factor(list_cost_nanos, factor)
 
 
+@contextmanager
+def _cyclic_gc_paused():
+    """Pause the cyclic garbage collector while a batch is processed. A batch allocates a dozen
+    objects per record, none of them in reference cycles, yet each allocation burst triggers
+    collections that rescan the process's whole heap: about a fifth of the ingest CPU (measured with
+    bench/ingest.py). The collector resumes (and catches up) when the batch is done."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@_cyclic_gc_paused()
 def usage_records_ingest(
     *,
     items: Sequence[Any],
@@ -148,35 +207,46 @@ def usage_records_ingest(
             result.rejected += 1
             result.error(index, event_id_of(item), error.code, error.message)
 
+    # Everything that is the same for many records is worked out once per batch: tenants (and
+    # their markups and price overrides) and normalised provider/model names.
+    slugs = {record.tenant for _, record in decoded}
     tenants = _TenantResolver(
-        {record.tenant for _, record in decoded if record.tenant is not None},
-        scope_tenant_ids=scope_tenant_ids,
-        default_tenant_id=default_tenant_id,
+        slugs - {None}, scope_tenant_ids=scope_tenant_ids, default_tenant_id=default_tenant_id
     )
-    prepared = []
-    for index, record in decoded:
+    tenant_of: dict[str | None, int | RecordError] = {}
+    for slug in slugs:
         try:
-            tenant_id = tenants.resolve(record.tenant)
+            tenant_of[slug] = tenants.resolve(slug)
+        except RecordError as error:
+            tenant_of[slug] = error
+    tenants.load_markups()
+    price_book = PriceBook(tenant_chains=tenants.chains)
+    names: dict[tuple[str, str], tuple[str, str]] = {}
+    max_future_skew = settings.INGEST_MAX_FUTURE_SKEW
+
+    rows: list[tuple] = []
+    row_meta: list[tuple[int, dict[str, str]]] = []
+    seen: dict[tuple[int, str], tuple[int, str]] = {}
+    for index, record in decoded:
+        tenant_id = tenant_of[record.tenant]
+        try:
+            if tenant_id.__class__ is RecordError:
+                raise tenant_id.with_traceback(None)
+            if tenants.rules:
+                tenant_id = tenants.allocate(tenant_id, record.tags)
             buckets = token_buckets(record)
-            occurred_at = check_timestamp(
-                record.timestamp, now=now, max_future_skew=settings.INGEST_MAX_FUTURE_SKEW
-            )
+            occurred_at = check_timestamp(record.timestamp, now=now, max_future_skew=max_future_skew)
             reported = reported_cost_nanos(record)
         except RecordError as error:
             result.rejected += 1
             result.error(index, record.event_id, error.code, error.message)
             continue
-        prepared.append((index, record, tenant_id, buckets, occurred_at, reported))
-
-    tenants.load_markups()
-    price_book = PriceBook(tenant_chains=tenants.chains)
-    rows: list[tuple] = []
-    row_meta: list[tuple[int, TokenBuckets, dict[str, str]]] = []
-    seen: dict[tuple[int, str], tuple[int, str]] = {}
-    for index, record, tenant_id, buckets, occurred_at, reported in prepared:
-        provider = normalize_provider(record.provider)
-        model = normalize_model(record.model, provider)
-        digest = payload_hash(record, occurred_at, buckets, reported)
+        name = names.get((record.provider, record.model))
+        if name is None:
+            provider = normalize_provider(record.provider)
+            name = names[record.provider, record.model] = (provider, normalize_model(record.model, provider))
+        provider, model = name
+        digest = payload_hash(record, occurred_at, buckets, reported, provider)
         key = (tenant_id, record.event_id)
         earlier = seen.get(key)
         if earlier is not None:
@@ -218,31 +288,31 @@ def usage_records_ingest(
                 buckets.cache_write_1h,
             )
         )
-        row_meta.append((index, buckets, record.tags))
+        row_meta.append((index, record.tags))
 
     with transaction.atomic():
-        # Inserts the new rows and adds exactly those to the hourly rollups.
-        inserted = usage_rows_store(rows)
-        not_inserted = [(row[0], row[1]) for row in rows if (row[0], row[1]) not in inserted]
-        stored = dict(usage_existing_hashes(not_inserted)) if not_inserted else {}
-        for row, (index, _, _) in zip(rows, row_meta, strict=True):
-            key = (row[0], row[1])
-            if key not in inserted:
-                _count_resend(result, index, row[1], same=stored.get(key) == row[2])
-                continue
-            result.accepted += 1
-            if row[17] is None:
+        # Inserts the new rows, adds exactly those to the hourly rollups, and returns the keys that
+        # were already stored (usually none).
+        already_stored = usage_rows_store(rows)
+        stored = dict(usage_existing_hashes(sorted(already_stored))) if already_stored else {}
+        for row, (index, _) in zip(rows, row_meta, strict=True):
+            if already_stored and (row[0], row[1]) in already_stored:
+                _count_resend(result, index, row[1], same=stored.get((row[0], row[1])) == row[2])
+            elif row[17] is None:
                 result.unpriced += 1
+        result.accepted = len(rows) - len(already_stored)
         if post_ingest_hooks_active() and result.accepted:
             ingested = [
-                IngestedRecord(row[0], row[3], row[5], row[7], meta[2], row[17])
+                IngestedRecord(row[0], row[3], row[5], row[7], meta[1], row[17])
                 for row, meta in zip(rows, row_meta, strict=True)
-                if (row[0], row[1]) in inserted
+                if not already_stored or (row[0], row[1]) not in already_stored
             ]
             chains = tenants.chains
             transaction.on_commit(lambda: post_ingest_hooks_run(ingested, chains))
     if result.unpriced:
-        unpriced_models = sorted({row[6] for row in rows if row[17] is None and (row[0], row[1]) in inserted})
+        unpriced_models = sorted(
+            {row[6] for row in rows if row[17] is None and (row[0], row[1]) not in already_stored}
+        )
         logger.warning(
             "%d unpriced usage records stored (models: %s)", result.unpriced, ", ".join(unpriced_models)
         )
@@ -323,6 +393,14 @@ def usage_records_rerate(*, tenant: Tenant, start: datetime, end: datetime, acto
     before and after, and the affected hourly rollups are rebuilt in the same transaction.
     """
     tenant_ids = tenant_descendant_ids(tenant.pk)
+    for statement in Statement.objects.filter(
+        status=Statement.Status.FINALIZED, period_start__lt=end, period_end__gt=start
+    ).select_related("tenant"):
+        if set(statement_tenant_ids(statement.tenant_id)) & set(tenant_ids):
+            raise StatementError(
+                f"Statement {statement.number} ({statement.tenant.slug}, {statement.period_key}) is finalized; "
+                "its usage cannot be re-rated. Late corrections go on the next statement."
+            )
     with transaction.atomic():
         records = UsageRecord.objects.select_for_update().filter(
             tenant_id__in=tenant_ids, occurred_at__gte=start, occurred_at__lt=end
@@ -379,3 +457,409 @@ def _rerate_save(records: list[UsageRecord]) -> None:
         records, ["list_cost_nanos", "cost_nanos", "pricing_source", "price_version", "model_id"]
     )
     records.clear()
+
+
+# --- statements ----------------------------------------------------------------------------------
+
+# Bucket lines of a statement: (token type, rollup field, LinearPrice field, label).
+_STATEMENT_BUCKETS = (
+    ("uncached_input", "uncached_input_tokens", "uncached_input", "input tokens"),
+    ("cached_input", "cached_input_tokens", "cached_input", "cached input tokens"),
+    ("cache_write", "cache_write_tokens", "cache_write", "cache write tokens"),
+    ("output", None, "output", "output tokens"),
+    ("reasoning", "reasoning_tokens", "reasoning", "reasoning tokens"),
+)
+ADJUSTMENT_LOOKBACK_MONTHS = 12
+
+
+class StatementError(Exception):
+    """A statement operation that is not allowed in the statement's state."""
+
+
+def statement_period(tenant: Tenant, period_key: str) -> tuple[datetime, datetime]:
+    """[start, end) in UTC of the calendar month `period_key` (YYYY-MM) in the tenant's zone."""
+    first = date.fromisoformat(f"{period_key}-01")
+    return local_midnight(first, tenant.time_zone), local_midnight(add_months(first, 1), tenant.time_zone)
+
+
+_STATEMENT_GROUP_BY = ("tenant_id", "provider", "model")
+
+
+class _UnitPrices:
+    """The list unit prices a statement line shows: a model's base-tier per-token prices for a
+    tenant (its chain's overrides, else genai-prices) at the middle of the period, resolved once per
+    (tenant chain, provider, model, moment)."""
+
+    def __init__(self, chains: dict[int, list[int]]):
+        self.chains = chains
+        self.price_book = PriceBook(tenant_chains=chains)
+        self.cache: dict[tuple, Any] = {}
+
+    def at(self, start: datetime, end: datetime):
+        middle = start + (end - start) / 2
+
+        def unit_prices(tenant_id: int, provider: str, model: str):
+            key = (tuple(self.chains.get(tenant_id, (tenant_id,))), provider, model, middle)
+            if key not in self.cache:
+                self.cache[key] = self.price_book.list_unit_prices(
+                    tenant_id=tenant_id, provider=provider, model=model, at=middle
+                )
+            return self.cache[key]
+
+        return unit_prices
+
+
+def _usage_lines(
+    totals: dict[tuple, dict[str, int]],
+    *,
+    slugs: dict[int, str],
+    unit_prices: Callable[[int, str, str], Any],
+    markup_percent: Callable[[], Decimal | None],
+) -> tuple[list[dict], int]:
+    """Usage, price-difference and markup lines (exact nanos), and the exact usage cost, from one
+    statement's usage totals grouped by _STATEMENT_GROUP_BY. `unit_prices(tenant_id, provider,
+    model)` gives the unit prices lines show; `markup_percent()` the percent the markup line names."""
+    lines: list[dict] = []
+    markup = usage_cost = 0
+    for (tenant_id, provider, model), sums in sorted(
+        totals.items(), key=lambda item: (slugs[item[0][0]], *item[0][1:])
+    ):
+        common = {"tenant_slug": slugs[tenant_id], "provider": provider, "model": model}
+        usage_cost += sums["cost_nanos"]
+        markup += sums["cost_nanos"] - sums["list_cost_nanos"]
+        prices = unit_prices(tenant_id, provider, model)
+        priced_requests = sums["requests"] - sums["unpriced_requests"]
+        if prices is None or priced_requests == 0:
+            note = f", {sums['unpriced_requests']} unpriced" if sums["unpriced_requests"] else ""
+            lines.append({**common, "kind": StatementLine.Kind.USAGE, "description": f"{provider} {model}: "
+                          f"{sums['requests']} requests{note}", "quantity": sums["requests"], "unit": "requests",
+                          "requests": sums["requests"], "amount_nanos": sums["list_cost_nanos"]})  # fmt: skip
+            continue
+        bucket_total = 0
+        for token_type, sum_field, price_field, label in _STATEMENT_BUCKETS:
+            quantity = (
+                sums["output_tokens"] - sums["reasoning_tokens"] if sum_field is None else sums[sum_field]
+            )
+            if not quantity:
+                continue
+            attos = getattr(prices, price_field)
+            amount = money.attos_to_nanos(quantity * attos)
+            bucket_total += amount
+            lines.append({**common, "kind": StatementLine.Kind.USAGE, "description": f"{provider} {model} {label}",
+                          "token_type": token_type, "quantity": quantity, "unit": "tokens",
+                          "unit_price": money.nanos_to_str(money.attos_to_nanos(attos * 10**6)),
+                          "unit_scale": 10**6, "amount_nanos": amount})  # fmt: skip
+        lines[-1]["requests"] = sums["requests"]
+        difference = sums["list_cost_nanos"] - bucket_total
+        if difference:
+            lines.append(
+                {
+                    **common,
+                    "kind": StatementLine.Kind.PRICE_DIFFERENCE,
+                    "description": f"{provider} "
+                    f"{model}: long-context tiers, dated prices and per-request fees",
+                    "amount_nanos": difference,
+                }
+            )
+    if markup:
+        percent = markup_percent()
+        label = "Markup" if markup > 0 else "Discount"
+        lines.append({"kind": StatementLine.Kind.MARKUP, "description": f"{label} ({percent}%)" if percent is not None
+                      else label, "amount_nanos": markup})  # fmt: skip
+    return lines, usage_cost
+
+
+def tenant_markup_percent(tenant: Tenant) -> Decimal | None:
+    chain = tenant_ancestor_ids(tenant.pk)
+    own = dict(Tenant.objects.filter(id__in=chain).values_list("id", "markup_percent"))
+    return next((own[tenant_id] for tenant_id in chain if own.get(tenant_id) is not None), None)
+
+
+def _pool_tenant_ids() -> set[int]:
+    pools = SharedCostRule.objects.values_list("pool_id", flat=True)
+    return set(tenant_descendant_ids(*pools)) if pools else set()
+
+
+def shared_cost_allocation(rule: SharedCostRule, period_key: str) -> dict[int, int]:
+    """Cents of the pool's monthly cost (the pool's own calendar month) per receiving tenant;
+    the shares add up to the pool's cost in cents exactly."""
+    start, end = statement_period(rule.pool, period_key)
+    pool_nanos = usage_cost_between(tenant_ids=tenant_descendant_ids(rule.pool_id), start=start, end=end)
+    pool_cents = money.round_to_cents(pool_nanos)
+    if rule.method == SharedCostRule.Method.OWNER:
+        return {rule.owner_id: pool_cents}
+    targets = sorted(rule.targets.values_list("id", flat=True))
+    if not targets:
+        return {}
+    if rule.method == SharedCostRule.Method.EVEN:
+        weights = [1] * len(targets)
+    else:
+        weights = [
+            usage_cost_between(tenant_ids=statement_tenant_ids(target), start=start, end=end)
+            for target in targets
+        ]
+        weights = [max(weight, 0) for weight in weights]
+    return dict(zip(targets, money.split_largest_remainder(pool_cents, weights), strict=True))
+
+
+def _shared_allocations(period_key: str) -> list[tuple[SharedCostRule, dict[int, int]]]:
+    """Every shared-cost rule with its allocation for the month (computed once for any number of
+    statements)."""
+    rules = SharedCostRule.objects.select_related("pool").prefetch_related("targets").order_by("pk")
+    return [(rule, shared_cost_allocation(rule, period_key)) for rule in rules]
+
+
+def _shared_lines(tenant_id: int, allocations: list[tuple[SharedCostRule, dict[int, int]]]) -> list[dict]:
+    lines = []
+    for rule, allocation in allocations:
+        cents = allocation.get(tenant_id)
+        if cents:
+            method = rule.get_method_display().lower()
+            lines.append({"kind": StatementLine.Kind.SHARED, "description": f"Shared cost: {rule.name} "
+                          f"({rule.pool.slug}, {method})", "tenant_slug": rule.pool.slug,
+                          "amount_nanos": cents * money.NANOS_PER_CENT})  # fmt: skip
+    return lines
+
+
+def _adjustment_earliest(period_key: str) -> str:
+    return f"{add_months(date.fromisoformat(f'{period_key}-01'), -ADJUSTMENT_LOOKBACK_MONTHS):%Y-%m}"
+
+
+def _adjustment_inputs(
+    tenant: Tenant, tenant_ids: list[int], period_key: str, exclude_id: int | None
+) -> tuple[list[Statement], dict[int, int], dict[str, int]]:
+    """One tenant's finalized earlier statements in the lookback (by month), what each one's usage
+    costs now (by statement id), and what live statements other than `exclude_id` already adjusted
+    for each month."""
+    earlier = list(
+        Statement.objects.filter(
+            tenant=tenant,
+            status=Statement.Status.FINALIZED,
+            period_key__lt=period_key,
+            period_key__gte=_adjustment_earliest(period_key),
+        ).order_by("period_key")
+    )
+    now_costs, adjusted = {}, {}
+    for statement in earlier:
+        now_costs[statement.pk] = usage_cost_between(
+            tenant_ids=tenant_ids, start=statement.period_start, end=statement.period_end
+        )
+        adjusted[statement.period_key] = (
+            StatementLine.objects.filter(
+                statement__tenant=tenant,
+                adjustment_period_key=statement.period_key,
+                kind=StatementLine.Kind.ADJUSTMENT,
+            )
+            .exclude(statement__status=Statement.Status.VOID)
+            .exclude(statement_id=exclude_id)
+            .aggregate(total=Sum("amount_nanos"))["total"]
+            or 0
+        )
+    return earlier, now_costs, adjusted
+
+
+def _adjustment_lines(
+    earlier_statements: list[Statement], now_costs: dict[int, int], adjusted: dict[str, int]
+) -> list[dict]:
+    """Late usage for finalized earlier months: what their usage costs now, less what their statement
+    billed and what later statements already adjusted."""
+    lines = []
+    for earlier in earlier_statements:
+        late = now_costs[earlier.pk] - earlier.usage_cost_nanos - adjusted.get(earlier.period_key, 0)
+        if late:
+            lines.append({"kind": StatementLine.Kind.ADJUSTMENT, "description": f"Usage reported late for "
+                          f"{earlier.period_key} (statement {earlier.number})", "amount_nanos": late,
+                          "adjustment_period_key": earlier.period_key})  # fmt: skip
+    return lines
+
+
+@transaction.atomic
+def statement_generate(*, tenant: Tenant, period_key: str, now: datetime | None = None) -> Statement:
+    """Create or regenerate the draft statement of a billable tenant for a month of its zone.
+
+    A finalized statement is returned unchanged (immutable); a voided one is replaced by a new
+    draft that references it. Lines are exact in nanos and rounded to cents so that they add up
+    to the rounded total (largest remainder); the total is the sum of the rounded lines.
+    """
+    now = now or timezone.now()
+    start, end = statement_period(tenant, period_key)
+    statement = (
+        Statement.objects.select_for_update()
+        .filter(tenant=tenant, period_key=period_key)
+        .exclude(status=Statement.Status.VOID)
+        .first()
+    )
+    if statement is not None and statement.status == Statement.Status.FINALIZED:
+        return statement
+    if statement is None:
+        voided = Statement.objects.filter(tenant=tenant, period_key=period_key, status=Statement.Status.VOID)
+        statement = Statement(
+            tenant=tenant, period_key=period_key, replaces=voided.order_by("-voided_at").first()
+        )
+    tenant_ids = sorted(set(statement_tenant_ids(tenant.pk)) - _pool_tenant_ids())
+    totals = usage_totals(tenant_ids=tenant_ids, start=start, end=end, group_by=_STATEMENT_GROUP_BY)
+    used = {key[0] for key in totals}
+    usage, usage_cost = _usage_lines(
+        totals,
+        slugs=dict(Tenant.objects.filter(id__in=used).values_list("id", "slug")),
+        unit_prices=_UnitPrices({tenant_id: tenant_ancestor_ids(tenant_id) for tenant_id in used}).at(start, end),
+        markup_percent=lambda: tenant_markup_percent(tenant),
+    )
+    lines = (
+        usage
+        + _shared_lines(tenant.pk, _shared_allocations(period_key))
+        + _adjustment_lines(*_adjustment_inputs(tenant, tenant_ids, period_key, statement.pk))
+    )
+    previous = (
+        Statement.objects.filter(tenant=tenant, period_key=_previous_period_key(period_key))
+        .exclude(status=Statement.Status.VOID)
+        .values_list("total_cents", flat=True)
+        .first()
+    )
+    statement_lines = _statement_fill(
+        statement, tenant, (start, end), lines, usage_cost=usage_cost, previous_total_cents=previous,
+        notes=_statement_notes(), now=now,
+    )  # fmt: skip
+    statement.save()
+    statement.lines.all().delete()
+    StatementLine.objects.bulk_create(statement_lines)
+    return statement
+
+
+def _previous_period_key(period_key: str) -> str:
+    return f"{add_months(date.fromisoformat(period_key + '-01'), -1):%Y-%m}"
+
+
+def _statement_fill(
+    statement: Statement,
+    tenant: Tenant,
+    period: tuple[datetime, datetime],
+    lines: list[dict],
+    *,
+    usage_cost: int,
+    previous_total_cents: int | None,
+    notes: str,
+    now: datetime,
+) -> list[StatementLine]:
+    """Set a draft's fields from its lines (rounded to cents, conserving the rounded total) and
+    return its (unsaved) line rows."""
+    cents = money.cents_from_nanos_conserving([line["amount_nanos"] for line in lines])
+    statement.period_start, statement.period_end = period
+    statement.time_zone = tenant.time_zone
+    statement.total_cents = sum(cents)
+    statement.usage_cost_nanos = usage_cost
+    statement.previous_total_cents = previous_total_cents
+    statement.tenant_name, statement.billing_email = tenant.name, tenant.billing_email
+    statement.issuer_name = settings.STATEMENT_ISSUER_NAME
+    statement.notes = notes
+    statement.generated_at = now
+    return [
+        StatementLine(statement=statement, position=position, amount_cents=amount_cents, **line)
+        for position, (line, amount_cents) in enumerate(zip(lines, cents, strict=True), start=1)
+    ]
+
+
+def _statement_notes() -> str:
+    notes = [f"Prices: {GENAI_PRICES_VERSION}, with the price overrides in force on each call's date."]
+    rules = list(AllocationRule.objects.filter(is_active=True).select_related("target", "scope"))
+    if rules:
+        notes.append(
+            "Allocation rules, by precedence: "
+            + "; ".join(
+                f"{rule.precedence}. {rule.tag_key}={rule.tag_value} -> {rule.target.slug}"
+                + (f" (usage of {rule.scope.slug})" if rule.scope else "")
+                for rule in rules
+            )
+            + ". Usage matching no rule stays on the tenant that reported it."
+        )
+    for rule in SharedCostRule.objects.select_related("pool", "owner"):
+        target = rule.owner.slug if rule.owner else "its targets"
+        notes.append(f"Shared cost '{rule.name}': the cost of {rule.pool.slug} goes to {target} "
+                     f"({rule.get_method_display().lower()}), conserved to the cent.")  # fmt: skip
+    return "\n".join(notes)
+
+
+def statement_finalize(*, statement_id: int, now: datetime | None = None) -> Statement:
+    """Regenerate the draft one last time, give it the next number of the year's gapless series
+    (under a row lock), freeze it and store its PDF with the PDF's SHA-256. Finalizing a finalized
+    statement returns it unchanged; a void one cannot be finalized."""
+    from chargeback.statement_documents import statement_pdf_render  # reportlab is only needed here
+
+    now = now or timezone.now()
+    with transaction.atomic():
+        statement = Statement.objects.select_for_update().select_related("tenant").get(pk=statement_id)
+        if statement.status == Statement.Status.FINALIZED:
+            return statement
+        if statement.status == Statement.Status.VOID:
+            raise StatementError(f"Statement {statement.pk} is void; generate a replacement instead.")
+        statement = statement_generate(tenant=statement.tenant, period_key=statement.period_key, now=now)
+        prefix = f"{settings.STATEMENT_NUMBER_PREFIX}-{now.year}"
+        StatementNumberSeries.objects.get_or_create(prefix=prefix)
+        series = StatementNumberSeries.objects.select_for_update().get(prefix=prefix)
+        statement.number = f"{prefix}-{series.next_value:06d}"
+        series.next_value += 1
+        series.save(update_fields=["next_value"])
+        statement.status = Statement.Status.FINALIZED
+        statement.finalized_at = now
+        pdf = statement_pdf_render(statement)
+        statement.pdf = pdf
+        statement.pdf_sha256 = hashlib.sha256(pdf).hexdigest()
+        statement.save()
+        return statement
+
+
+def statement_void(*, statement_id: int, reason: str, now: datetime | None = None) -> Statement:
+    """Void a finalized statement: it keeps its number and document; a replacement is a new draft."""
+    with transaction.atomic():
+        statement = Statement.objects.select_for_update().get(pk=statement_id)
+        if statement.status != Statement.Status.FINALIZED:
+            raise StatementError(f"Only a finalized statement can be voided; this one is {statement.status}.")
+        statement.status = Statement.Status.VOID
+        statement.voided_at = now or timezone.now()
+        statement.void_reason = reason
+        statement.save(update_fields=["status", "voided_at", "void_reason"])
+        return statement
+
+
+def statements_generate(
+    *, period_key: str, finalize: bool = False, tenant_ids: list[int] | None = None
+) -> list:
+    """Drafts (and optionally final statements) for every billable tenant for a month."""
+    tenants = Tenant.objects.filter(is_billable=True, is_active=True)
+    if tenant_ids is not None:
+        tenants = tenants.filter(id__in=tenant_ids)
+    statements = []
+    for tenant in tenants.order_by("slug"):
+        statement = statement_generate(tenant=tenant, period_key=period_key)
+        if finalize and statement.status == Statement.Status.DRAFT:
+            statement = statement_finalize(statement_id=statement.pk)
+        statements.append(statement)
+    return statements
+
+
+def statements_monthly_run(*, now: datetime | None = None) -> dict[str, int]:
+    """Beat's job, safe to run any number of times: from the configured day of each tenant's month,
+    draft the previous month's statement; after the grace period, finalize it (if enabled)."""
+    now = now or timezone.now()
+    counts = {"generated": 0, "finalized": 0}
+    grace = timedelta(days=settings.STATEMENT_FINALIZE_GRACE_DAYS)
+    for tenant in Tenant.objects.filter(is_billable=True, is_active=True):
+        today = local_date(now, tenant.time_zone)
+        period_key = f"{add_months(today.replace(day=1), -1):%Y-%m}"
+        statement = (
+            Statement.objects.filter(tenant=tenant, period_key=period_key)
+            .exclude(status=Statement.Status.VOID)
+            .first()
+        )
+        if statement is None and today.day >= settings.STATEMENT_GENERATION_DAY:
+            statement = statement_generate(tenant=tenant, period_key=period_key, now=now)
+            counts["generated"] += 1
+        if (
+            statement is not None
+            and statement.status == Statement.Status.DRAFT
+            and settings.STATEMENT_AUTO_FINALIZE
+            and now >= statement.period_end + grace
+        ):
+            statement_finalize(statement_id=statement.pk, now=now)
+            counts["finalized"] += 1
+    return counts

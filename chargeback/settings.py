@@ -92,6 +92,33 @@ INGEST_MAX_RECORDS = env.int("INGEST_MAX_RECORDS", default=10_000)
 # How far in the future a record's timestamp may be (clock skew allowance).
 INGEST_MAX_FUTURE_SKEW = timedelta(seconds=env.int("INGEST_MAX_FUTURE_SKEW_SECONDS", default=300))
 
+# OTLP receiver (/v1/traces): which span or resource attributes give a GenAI span's tenant (slug)
+# and each tag ("tag.<key>"), in order of preference. Entries in the environment's JSON object
+# replace the default's entry of the same key (an empty list drops it). See .env.example.
+OTLP_ATTRIBUTE_MAPPING = {
+    "tenant": ["chargeback.tenant", "tenant.id"],
+    "tag.feature": ["chargeback.feature", "service.name"],
+    "tag.customer": ["chargeback.customer", "customer.id"],
+    "tag.prompt_template": ["chargeback.prompt_template", "gen_ai.prompt.template", "traceloop.entity.name"],
+    "tag.environment": ["deployment.environment.name", "deployment.environment"],
+    "tag.user": ["user.id", "enduser.id"],
+    "tag.operation": ["gen_ai.operation.name", "llm.request.type"],
+    **env.json("OTLP_ATTRIBUTE_MAPPING", default={}),
+}
+# LiteLLM callback (/api/v1/integrations/litellm/): fields of a payload's `metadata` (dotted paths)
+# that may name the tenant, in order; the first that is a tenant the key may write wins, else the
+# key's own tenant. LiteLLM batches carry prompts and responses, hence a body limit of their own.
+LITELLM_TENANT_FIELDS = env.list(
+    "LITELLM_TENANT_FIELDS",
+    default=[
+        "requester_metadata.chargeback_tenant",
+        "user_api_key_team_alias",
+        "user_api_key_team_id",
+        "user_api_key_org_id",
+    ],
+)
+LITELLM_MAX_BODY_BYTES = env.int("LITELLM_MAX_BODY_BYTES", default=64 * 1024 * 1024)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -116,6 +143,11 @@ SPECTACULAR_SETTINGS = {
         "securitySchemes": {"BearerApiKey": {"type": "http", "scheme": "bearer", "bearerFormat": "cbk_..."}}
     },
     "SECURITY": [{"BearerApiKey": []}],
+    "ENUM_NAME_OVERRIDES": {
+        "UsageStatusEnum": "chargeback.models.UsageStatus",
+        "StatementStatusEnum": "chargeback.models.Statement.Status",
+        "DeliveryStatusEnum": "budgets.models.NotificationDelivery.Status",
+    },
 }
 
 # Redis for budget counters (the allowance check) and the shared cache; empty: counters off, the
@@ -142,6 +174,15 @@ BUDGET_DEFINITION_CACHE_SECONDS = env.int("BUDGET_DEFINITION_CACHE_SECONDS", def
 # EMAIL_URL forms); the default prints messages to the console.
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="chargeback@localhost")
+
+# Statements: number prefix (CB-2026-000042), the local day of the month drafts for the previous
+# month are generated, and whether (and after how many days) beat finalizes them.
+STATEMENT_NUMBER_PREFIX = env.str("STATEMENT_NUMBER_PREFIX", default="CB")
+# Who issues statements (shown in each statement's header).
+STATEMENT_ISSUER_NAME = env.str("STATEMENT_ISSUER_NAME", default="chargeback")
+STATEMENT_GENERATION_DAY = env.int("STATEMENT_GENERATION_DAY", default=1)
+STATEMENT_AUTO_FINALIZE = env.bool("STATEMENT_AUTO_FINALIZE", default=True)
+STATEMENT_FINALIZE_GRACE_DAYS = env.int("STATEMENT_FINALIZE_GRACE_DAYS", default=3)
 
 # Timeout of each outgoing webhook or Slack request of a budget notification.
 NOTIFICATION_HTTP_TIMEOUT_SECONDS = env.float("NOTIFICATION_HTTP_TIMEOUT_SECONDS", default=10.0)
@@ -173,6 +214,10 @@ CELERY_BEAT_SCHEDULE = {
     "usage-rollups-verify": {
         "task": "chargeback.tasks.usage_rollups_verify_recent",
         "schedule": timedelta(minutes=env.int("ROLLUP_VERIFY_INTERVAL_MINUTES", default=60)),
+    },
+    "statements-monthly": {
+        "task": "chargeback.tasks.statements_monthly_task",
+        "schedule": timedelta(hours=1),
     },
     "budgets-evaluate": {
         "task": "budgets.tasks.budgets_evaluate_all_task",

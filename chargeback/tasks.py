@@ -6,7 +6,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from chargeback.selectors import usage_rollups_mismatched_hours
-from chargeback.services import usage_rollups_rebuild
+from chargeback.services import statements_monthly_run, usage_rollups_rebuild
 
 
 @shared_task(acks_late=True)  # idempotent: a rebuild recomputes the same rows from raw records
@@ -26,3 +26,8 @@ def usage_rollups_verify_recent(hours: int = 24) -> int:
         usage_rollups_rebuild(start=hour, end=hour + timedelta(hours=1))
         repaired += 1
     return repaired
+
+
+@shared_task(acks_late=True)  # idempotent: drafts regenerate, and finalizing twice changes nothing
+def statements_monthly_task() -> dict[str, int]:
+    return statements_monthly_run()

@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from chargeback.api import HealthApi
+from chargeback.integrations_api import OtlpTracesApi
 
 api_v1 = [
     path("", include("tenants.urls")),
@@ -12,6 +13,8 @@ api_v1 = [
 
 urlpatterns = [
     path("healthz", HealthApi.as_view(), name="healthz"),
+    # OTLP/HTTP exporters append /v1/traces to their base endpoint, so it lives at the root.
+    path("v1/traces", OtlpTracesApi.as_view(), name="otlp-traces"),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

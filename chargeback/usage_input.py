@@ -145,16 +145,15 @@ def event_id_of(item: Any) -> str | None:
 
 
 def token_buckets(record: UsageRecordIn) -> TokenBuckets:
-    token_fields = (
-        record.input_tokens,
-        record.output_tokens,
-        record.cached_input_tokens,
-        record.cache_write_tokens,
-        record.reasoning_tokens,
-        record.cache_write_1h_tokens,
-    )
-    has_fields = any(value is not None for value in token_fields)
     if record.usage is not None:
+        has_fields = not (
+            record.input_tokens is None
+            and record.output_tokens is None
+            and record.cached_input_tokens is None
+            and record.cache_write_tokens is None
+            and record.reasoning_tokens is None
+            and record.cache_write_1h_tokens is None
+        )
         if has_fields:
             raise RecordError(
                 "ambiguous_tokens", "Send either a provider 'usage' object or token fields, not both."
@@ -217,12 +216,17 @@ def reported_cost_nanos(record: UsageRecordIn) -> int | None:
 
 
 def payload_hash(
-    record: UsageRecordIn, occurred_at: datetime, buckets: TokenBuckets, reported_nanos: int | None
+    record: UsageRecordIn,
+    occurred_at: datetime,
+    buckets: TokenBuckets,
+    reported_nanos: int | None,
+    provider: str | None = None,
 ) -> str:
-    """A digest of what the record means (not how it was spelled), to tell resends from conflicts."""
+    """A digest of what the record means (not how it was spelled), to tell resends from conflicts.
+    `provider` is the record's provider already normalised, when the caller has it."""
     canonical = (
         occurred_at.isoformat(),
-        normalize_provider(record.provider),
+        normalize_provider(record.provider) if provider is None else provider,
         record.model,
         buckets.uncached_input,
         buckets.cached_input,

@@ -77,8 +77,9 @@ UsageKey = tuple[int, str]
 
 
 def usage_rows_store(rows: Sequence[tuple]) -> set[UsageKey]:
-    """Insert rows whose (tenant, event_id) is new and add them to the hourly rollups; return the
-    keys inserted. Rows are tuples in USAGE_COLUMNS order."""
+    """Insert the rows whose (tenant, event_id) is new and add exactly those to the hourly rollups;
+    return the keys that were NOT inserted because they are already stored (usually none). Rows are
+    tuples in USAGE_COLUMNS order, with distinct keys."""
     if not rows:
         return set()
     if connection.vendor == "postgresql":
@@ -89,7 +90,7 @@ def usage_rows_store(rows: Sequence[tuple]) -> set[UsageKey]:
         if (row[0], row[1]) in inserted:
             rollups.add_row(row)
     rollups_upsert(rollups.deltas)
-    return inserted
+    return {(row[0], row[1]) for row in rows} - inserted
 
 
 def _rollup_from_inserted_sql() -> str:
@@ -124,15 +125,29 @@ def _rollup_from_inserted_sql() -> str:
 _STAGING_COLUMNS = ", ".join(
     f"{name} {kind}" for name, kind in zip(USAGE_COLUMNS, _POSTGRES_TYPES, strict=True)
 )
-# One statement: insert the new rows (sorted, so that concurrent batches with overlapping keys lock
+_RETURNED_COLUMNS = (
+    "tenant_id",
+    "event_id",
+    "occurred_at",
+    "provider",
+    "model_id",
+    "tags",
+    "status",
+    *_TOKEN_COLUMNS,
+    "latency_ms",
+    "list_cost_nanos",
+    "cost_nanos",
+)
+# One round trip: insert the new rows (sorted, so that concurrent batches with overlapping keys lock
 # them in the same order), sum exactly those into the rollups (in key order, for the same reason),
-# and return their keys.
+# and return the keys that were not inserted (only those, as new rows are the common case).
 _STORE_SQL = (
     f"WITH inserted AS (INSERT INTO {_USAGE_TABLE} ({', '.join(USAGE_COLUMNS)})"
     f" SELECT {', '.join('tags::jsonb' if name == 'tags' else name for name in USAGE_COLUMNS)}"
-    " FROM usage_staging ORDER BY tenant_id, event_id ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING *),"
+    " FROM usage_staging ORDER BY tenant_id, event_id ON CONFLICT (tenant_id, event_id) DO NOTHING"
+    f" RETURNING {', '.join(_RETURNED_COLUMNS)}),"
     f" rolled AS ({_rollup_from_inserted_sql()})"
-    " SELECT tenant_id, event_id FROM inserted"
+    " SELECT tenant_id, event_id FROM usage_staging EXCEPT ALL SELECT tenant_id, event_id FROM inserted"
 )
 
 

@@ -33,6 +33,8 @@ class Tenant(models.Model):
     billing_email = models.EmailField(blank=True)
     # Markup (positive) or discount (negative) on list cost, in percent; None inherits the parent's.
     markup_percent = models.DecimalField(max_digits=7, decimal_places=4, null=True, blank=True)
+    # Receives a monthly statement for its subtree (less the subtrees of billable descendants).
+    is_billable = models.BooleanField(default=False)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -49,3 +49,11 @@ def tenant_list(*, principal) -> "list[Tenant]":
 
 def api_key_get_by_prefix(*, prefix: str) -> ApiKey | None:
     return ApiKey.objects.select_related("tenant").filter(prefix=prefix, is_active=True).first()
+
+
+def tenant_slugs_writable(*, slugs: set[str], scope_tenant_ids: list[int] | None) -> set[str]:
+    """Which of `slugs` are active tenants within `scope_tenant_ids` (None: any tenant)."""
+    queryset = Tenant.objects.filter(slug__in=slugs, is_active=True)
+    if scope_tenant_ids is not None:
+        queryset = queryset.filter(id__in=scope_tenant_ids)
+    return set(queryset.values_list("slug", flat=True))

@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 import factory
 
 from budgets.models import Budget, BudgetThreshold, NotificationChannel
-from chargeback.models import PriceOverride
+from chargeback.models import PriceOverride, Statement, StatementLine
 from tenants.models import ApiKey, Tenant
 from tenants.services import api_key_create
 
@@ -81,3 +81,40 @@ class NotificationChannelFactory(factory.django.DjangoModelFactory):
     kind = NotificationChannel.Kind.WEBHOOK
     target = "http://127.0.0.1:9/hook"
     secret = factory.Sequence(lambda number: f"whsec-test-{number}")
+
+
+class StatementFactory(factory.django.DjangoModelFactory):
+    """A draft statement for March 2026 (UTC) with no lines; set total_cents to match the lines."""
+
+    class Meta:
+        model = Statement
+
+    tenant = factory.SubFactory(TenantFactory, is_billable=True)
+    period_key = "2026-03"
+    period_start = datetime(2026, 3, 1, tzinfo=UTC)
+    period_end = datetime(2026, 4, 1, tzinfo=UTC)
+    time_zone = "UTC"
+    tenant_name = factory.LazyAttribute(lambda statement: statement.tenant.name)
+    issuer_name = "chargeback"
+    generated_at = datetime(2026, 4, 1, 1, 0, tzinfo=UTC)
+
+
+class StatementLineFactory(factory.django.DjangoModelFactory):
+    """A usage line of 1M gpt-4o input tokens at $2.50 per 1M tokens."""
+
+    class Meta:
+        model = StatementLine
+
+    statement = factory.SubFactory(StatementFactory)
+    position = factory.Sequence(lambda number: number + 1)
+    kind = StatementLine.Kind.USAGE
+    description = "openai gpt-4o input tokens"
+    provider = "openai"
+    model = "gpt-4o"
+    token_type = "uncached_input"
+    quantity = 1_000_000
+    unit = "tokens"
+    unit_price = "2.500000000"
+    unit_scale = 1_000_000
+    amount_nanos = 2_500_000_000
+    amount_cents = 250

@@ -3,7 +3,7 @@ from django.core.management.base import BaseCommand, CommandError
 from chargeback import money
 from chargeback.calendar import local_midnight
 from chargeback.management.commands._dates import parse_date
-from chargeback.services import usage_records_rerate
+from chargeback.services import StatementError, usage_records_rerate
 from tenants.models import Tenant
 
 
@@ -31,7 +31,10 @@ class Command(BaseCommand):
         end_at = local_midnight(parse_date(end), tenant_obj.time_zone)
         if end_at <= start_at:
             raise CommandError("--to must be after --from.")
-        audit = usage_records_rerate(tenant=tenant_obj, start=start_at, end=end_at, actor=actor)
+        try:
+            audit = usage_records_rerate(tenant=tenant_obj, start=start_at, end=end_at, actor=actor)
+        except StatementError as error:
+            raise CommandError(str(error)) from error
         self.stdout.write(
             f"Re-rated {audit.records:,} records: {money.nanos_to_str(audit.cost_nanos_before)} USD -> "
             f"{money.nanos_to_str(audit.cost_nanos_after)} USD (audit #{audit.pk})."

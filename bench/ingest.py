@@ -1,0 +1,615 @@
+"""Ingestion throughput over real HTTP, as a ratio against a bare PostgreSQL COPY of the same rows.
+
+What it measures
+    1. Ingest: N usage records (default 200,000) POSTed to /api/v1/usage/ in batches (default
+       5,000) on a real gunicorn server (`gunicorn chargeback.wsgi -w 2` by default) backed by
+       PostgreSQL, with idempotency (ON CONFLICT on (tenant, event_id)) and hourly rollups on, as
+       in production. A separate client process (stdlib http.client, one keep-alive connection
+       per client thread) sends request bodies serialised before the clock starts; records/s is N
+       over the wall time from the first request to the last answer.
+    2. Baseline, in the same run and on the same database: the same stored rows, written by a
+       plain psycopg `COPY ... FROM STDIN (FORMAT BINARY)` into `bench_copy`, a table made with
+       `CREATE TABLE bench_copy (LIKE chargeback_usagerecord INCLUDING ALL)` (same columns,
+       indexes and unique constraint). The figure that matters is ingest/COPY (target >= 0.5).
+    3. Correctness guard: stored records == N, rollup request sum == N, and a resent batch is
+       counted as duplicates and changes nothing.
+    4. Peak RSS of `manage.py import_usage FILE` on a 1,000,000-record JSONL file (target under
+       300 MB), measured with os.wait4 on the child; run by default when the command exists
+       (`--import-rss` forces it, `--no-import-rss` skips it).
+
+The records are synthetic but shaped by real traces: input/output token counts and the arrival
+pattern come from the Azure LLM inference traces in shared/data (conversation and code), spread
+over a week; models are a mix of real ones (gpt-4o, gpt-4o-mini, claude-sonnet-4-5, gemini-2.5-pro,
+...), with a few tenants (one with a markup, one with a negotiated price override), feature and
+customer tags, latencies, cached and cache-write tokens, reasoning tokens and some errors.
+
+The script creates its own database (`chargeback_bench` by default; dropped and recreated at
+each run, left in place afterwards for inspection unless --drop-db), migrates it, starts gunicorn
+on a free port and stops it at the end.
+
+    SECRET_KEY is not needed (the script sets a throwaway one for its own server).
+    .venv/bin/python bench/ingest.py                       # N=200,000, batches of 5,000
+    .venv/bin/python bench/ingest.py -n 50000 --no-import-rss
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import http.client
+import json
+import multiprocessing
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import msgspec
+import psycopg
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIRS = [ROOT.parent / "shared" / "data", ROOT / "shared" / "data", Path("/work/shared/data")]
+TRACE_FILES = {"conv": "azure_llm_trace_conv_2023.csv", "code": "azure_llm_trace_code_2023.csv"}
+PYTHON = sys.executable
+
+# (provider as the client spells it, model as the client spells it, weight, reasoning share of output)
+MODELS = [
+    ("openai", "gpt-4o", 26, 0.0),
+    ("openai", "gpt-4o-mini", 28, 0.0),
+    ("openai", "gpt-4.1", 6, 0.0),
+    ("openai", "o3-mini", 3, 0.6),
+    ("anthropic", "claude-sonnet-4-5", 14, 0.0),
+    ("anthropic", "claude-haiku-4-5", 5, 0.0),
+    ("gcp.gemini", "gemini-2.5-pro", 8, 0.3),
+    ("google", "gemini-2.5-flash", 8, 0.2),
+    ("azure.ai.openai", "gpt-4o", 2, 0.0),
+    ("openai", "openai/gpt-4o-mini", 2, 0.0),
+]
+# (slug, name, parent slug, kind, markup percent)
+TENANTS = [
+    ("acme", "Acme Corp", None, "organization", None),
+    ("acme-search", "Acme Search", "acme", "team", None),
+    ("acme-support", "Acme Support", "acme", "team", None),
+    ("globex", "Globex (customer)", None, "customer", "12.5"),
+    ("initech", "Initech", None, "team", None),
+]
+TENANT_WEIGHTS = [5, 35, 25, 20, 15]
+FEATURES = {"conv": ["chat", "search", "summarize", "support-bot"], "code": ["autocomplete", "code-review"]}
+WARMUP_TENANT = "bench-warmup"
+# The traces are from 2023-11-16 18:15 to 19:14 UTC; they are replayed once per day from here.
+REPLAY_SHIFT = datetime(2025, 11, 16, tzinfo=UTC) - datetime(2023, 11, 16, tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _data_file(name: str) -> Path:
+    for folder in DATA_DIRS:
+        if (folder / name).exists():
+            return folder / name
+    raise SystemExit(f"trace file {name} not found in {', '.join(map(str, DATA_DIRS))}")
+
+
+def load_traces() -> list[tuple[datetime, int, int, str]]:
+    """(timestamp, context tokens, generated tokens, trace kind) rows of both traces, by time."""
+    rows = []
+    for kind, name in TRACE_FILES.items():
+        with _data_file(name).open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                stamp = datetime.strptime(row["TIMESTAMP"][:26], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
+                rows.append((stamp, int(row["ContextTokens"]), int(row["GeneratedTokens"]), kind))
+    rows.sort(key=lambda row: row[0])
+    return rows
+
+
+def make_records(n: int, *, prefix: str, seed: int, traces) -> list[dict]:
+    """n records in the API's own format, deterministic for a seed."""
+    rng = random.Random(seed)
+    model_choices = rng.choices(MODELS, weights=[m[2] for m in MODELS], k=n)
+    tenant_choices = rng.choices([t[0] for t in TENANTS], weights=TENANT_WEIGHTS, k=n)
+    customers = [f"cust-{index:03d}" for index in range(60)]
+    zones = [timedelta(0)] * 8 + [timedelta(hours=1), timedelta(hours=-5)]
+    records = []
+    for index in range(n):
+        stamp, context, generated, kind = traces[index % len(traces)]
+        replay = index // len(traces)
+        occurred = stamp + REPLAY_SHIFT + timedelta(days=replay)
+        provider, model, _, reasoning_share = model_choices[index]
+        context = max(context, 1)
+        cached = 0
+        cache_write = 0
+        if provider == "anthropic":
+            roll = rng.random()
+            if roll < 0.35:
+                cached = int(context * rng.uniform(0.5, 0.9))
+            elif roll < 0.45:
+                cache_write = int(context * rng.uniform(0.3, 0.8))
+        elif context >= 1024 and rng.random() < 0.3:
+            cached = (int(context * rng.uniform(0.3, 0.95)) // 128) * 128
+        reasoning = int(generated * reasoning_share * rng.random()) if reasoning_share else 0
+        zone = rng.choice(zones)
+        local = occurred.astimezone(timezone(zone))
+        status = "error" if rng.random() < 0.01 else "ok"
+        latency = int(180 + context * 0.05 + generated * rng.uniform(8, 30) + rng.expovariate(1 / 120))
+        tags = {"feature": rng.choice(FEATURES[kind]), "customer": rng.choice(customers)}
+        if rng.random() < 0.2:
+            tags["environment"] = "staging"
+        records.append(
+            {
+                "event_id": f"{prefix}{uuid.UUID(int=rng.getrandbits(128))}",
+                "timestamp": local.isoformat(),
+                "tenant": tenant_choices[index],
+                "provider": provider,
+                "model": model,
+                "input_tokens": context,
+                "output_tokens": generated,
+                "cached_input_tokens": cached,
+                "cache_write_tokens": cache_write,
+                "reasoning_tokens": reasoning,
+                "latency_ms": latency,
+                "status": status,
+                "tags": tags,
+            }
+        )
+    return records
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def admin_dsn(args) -> str:
+    return f"postgresql://{args.pg_user}@{args.pg_host}:{args.pg_port}/postgres"
+
+
+def bench_dsn(args) -> str:
+    return f"postgresql://{args.pg_user}@{args.pg_host}:{args.pg_port}/{args.db}"
+
+
+def server_env(args) -> dict:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE", "PYTHONPATH"}
+    }
+    env.update(
+        DATABASE_URL=f"postgres://{args.pg_user}@{args.pg_host}:{args.pg_port}/{args.db}",
+        SECRET_KEY=os.environ.get("SECRET_KEY") or "bench-only-secret-key",
+        DJANGO_SETTINGS_MODULE="chargeback.settings",
+        DEBUG="false",
+        LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+def recreate_database(args) -> None:
+    with psycopg.connect(admin_dsn(args), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{args.db}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{args.db}"')
+    subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=server_env(args), check=True)
+    if args.pg_setting:
+        with psycopg.connect(admin_dsn(args), autocommit=True) as conn:
+            for setting in args.pg_setting:
+                name, _, value = setting.partition("=")
+                conn.execute(f'ALTER DATABASE "{args.db}" SET {name} = {value}')
+
+
+_SETUP_SCRIPT = """
+import json, sys
+from datetime import UTC, datetime
+from decimal import Decimal
+import django
+django.setup()
+from chargeback.models import PriceOverride
+from tenants.models import Tenant
+from tenants.services import api_key_create, tenant_create
+spec = json.loads(sys.argv[1])
+by_slug = {}
+for slug, name, parent, kind, markup in spec["tenants"]:
+    by_slug[slug] = tenant_create(
+        slug=slug, name=name, parent=by_slug.get(parent), kind=kind,
+        markup_percent=None if markup is None else Decimal(markup),
+    )
+# A negotiated rate for the Acme organisation (inherited by its teams).
+PriceOverride.objects.create(
+    tenant=by_slug["acme"], provider="", model="gpt-4o-mini", valid_from=datetime(2024, 1, 1, tzinfo=UTC),
+    input_per_mtok=Decimal("0.12"), cached_input_per_mtok=Decimal("0.06"), output_per_mtok=Decimal("0.48"),
+    note="bench: negotiated",
+)
+_, secret = api_key_create(name="bench ingest", scopes=["ingest", "read"])
+print(secret)
+"""
+
+
+def create_tenants_and_key(args) -> str:
+    tenants = [*TENANTS, (WARMUP_TENANT, "Bench warm-up", None, "team", None)]
+    result = subprocess.run(
+        [PYTHON, "-c", _SETUP_SCRIPT, json.dumps({"tenants": tenants})],
+        cwd=ROOT,
+        env=server_env(args),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return result.stdout.strip().splitlines()[-1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(args, port: int) -> subprocess.Popen:
+    command = [
+        str(Path(PYTHON).parent / "gunicorn"),
+        "chargeback.wsgi",
+        "-w",
+        str(args.workers),
+        "-b",
+        f"127.0.0.1:{port}",
+        "--timeout",
+        "120",
+        "--log-level",
+        "warning",
+    ]
+    if args.threads > 1:
+        command += ["--threads", str(args.threads)]
+    server = subprocess.Popen(command, cwd=ROOT, env=server_env(args))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"gunicorn exited with {server.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return server
+        except OSError:
+            time.sleep(0.2)
+    server.terminate()
+    raise SystemExit("gunicorn did not start within 60 s")
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+# --------------------------------------------------------------------------- client
+
+
+def post_batches(port: int, secret: str, bodies: list[bytes], concurrency: int) -> tuple[float, dict, list]:
+    """POST every body (each thread on its own keep-alive connection); (seconds, summed counts, failures)."""
+    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+    next_index = iter(range(len(bodies)))
+    lock = threading.Lock()
+    totals = {"accepted": 0, "duplicates": 0, "conflicts": 0, "rejected": 0, "unpriced": 0}
+    failures = []
+    latencies: list[float] = []
+
+    def run() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        while True:
+            with lock:
+                index = next(next_index, None)
+            if index is None:
+                break
+            sent = time.perf_counter()
+            connection.request("POST", "/api/v1/usage/", body=bodies[index], headers=headers)
+            response = connection.getresponse()
+            payload = response.read()
+            with lock:
+                latencies.append(time.perf_counter() - sent)
+                if response.status != 200:
+                    failures.append((index, response.status, payload[:300]))
+                    continue
+                answer = json.loads(payload)
+                for key in totals:
+                    totals[key] += answer[key]
+                if answer["errors"]:
+                    failures.append((index, 200, answer["errors"][:3]))
+        connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(concurrency)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    totals["latencies"] = latencies
+    return time.perf_counter() - started, totals, failures
+
+
+def _client_process(port, secret, bodies, concurrency, ready, go, results) -> None:
+    ready.set()
+    go.wait()
+    results.put(post_batches(port, secret, bodies, concurrency))
+
+
+def run_client(port: int, secret: str, bodies: list[bytes], concurrency: int):
+    """Time the POSTs from a separate (forked) process, which inherits the pre-serialised bodies."""
+    context = multiprocessing.get_context("fork")
+    ready, go, results = context.Event(), context.Event(), context.Queue()
+    client = context.Process(
+        target=_client_process, args=(port, secret, bodies, concurrency, ready, go, results)
+    )
+    client.start()
+    ready.wait()
+    go.set()
+    outcome = results.get()
+    client.join()
+    return outcome
+
+
+# --------------------------------------------------------------------------- baseline and checks
+
+
+class _JsonText(str):
+    pass
+
+
+def _jsonb_text_dumper(conn) -> type[Dumper]:
+    class JsonbTextDumper(Dumper):
+        """jsonb in binary COPY from text that is already JSON: version byte 1, then the text."""
+
+        format = Format.BINARY
+        oid = conn.adapters.types["jsonb"].oid
+
+        def dump(self, obj: str) -> bytes:
+            return b"\x01" + obj.encode()
+
+    return JsonbTextDumper
+
+
+def copy_baseline(args) -> tuple[list[float], int]:
+    """Seconds of each of `args.copy_runs` plain binary COPYs of the stored usage rows into a fresh
+    table like the real one (the best is the baseline: a conservative ratio on a noisy machine)."""
+    with psycopg.connect(bench_dsn(args)) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_copy")
+        conn.execute("CREATE TABLE bench_copy (LIKE chargeback_usagerecord INCLUDING ALL)")
+        described = conn.execute(
+            "SELECT attname, atttypid::regtype::text, atttypid::int FROM pg_attribute"
+            " WHERE attrelid = 'chargeback_usagerecord'::regclass AND attnum > 0 AND NOT attisdropped"
+            " AND attname <> 'id' ORDER BY attnum"
+        ).fetchall()
+        columns = ", ".join(name for name, _, _ in described)
+        types = [oid for _, _, oid in described]
+        conn.commit()
+        # JSON columns travel as their stored text (not dicts re-encoded by json.dumps), so the
+        # baseline pays no Python JSON cost.
+        conn.adapters.register_dumper(_JsonText, _jsonb_text_dumper(conn))
+        selected = ", ".join(f"{name}::text" if kind == "jsonb" else name for name, kind, _ in described)
+        with conn.cursor(binary=True) as cursor:
+            cursor.execute(f"SELECT {selected} FROM chargeback_usagerecord ORDER BY id")
+            rows = cursor.fetchall()
+        timings = []
+        for _ in range(args.copy_runs):
+            conn.execute("TRUNCATE bench_copy")
+            conn.commit()
+            conn.execute("CHECKPOINT")
+            started = time.perf_counter()
+            with (
+                conn.cursor() as cursor,
+                cursor.copy(f"COPY bench_copy ({columns}) FROM STDIN (FORMAT BINARY)") as copy,
+            ):
+                copy.set_types(types)
+                for row in rows:
+                    copy.write_row(row)
+            conn.commit()
+            timings.append(time.perf_counter() - started)
+        (copied,) = conn.execute("SELECT count(*) FROM bench_copy").fetchone()
+        conn.execute("DROP TABLE bench_copy")
+        conn.commit()
+    return timings, copied
+
+
+def db_counts(args) -> tuple[int, int]:
+    with psycopg.connect(bench_dsn(args)) as conn:
+        (records,) = conn.execute("SELECT count(*) FROM chargeback_usagerecord").fetchone()
+        (requests,) = conn.execute(
+            "SELECT coalesce(sum(requests), 0) FROM chargeback_usagerolluphourly"
+        ).fetchone()
+    return records, int(requests)
+
+
+def delete_warmup(args) -> None:
+    with psycopg.connect(bench_dsn(args)) as conn:
+        tenant = "(SELECT id FROM tenants_tenant WHERE slug = %s)"
+        conn.execute(f"DELETE FROM chargeback_usagerecord WHERE tenant_id = {tenant}", [WARMUP_TENANT])
+        conn.execute(f"DELETE FROM chargeback_usagerolluphourly WHERE tenant_id = {tenant}", [WARMUP_TENANT])
+        conn.commit()
+        conn.execute("CHECKPOINT")
+
+
+# --------------------------------------------------------------------------- import RSS
+
+
+def import_command_exists(args) -> bool:
+    result = subprocess.run(
+        [PYTHON, "manage.py", "help", "import_usage"], cwd=ROOT, env=server_env(args), capture_output=True
+    )
+    return result.returncode == 0
+
+
+def measure_import_rss(args, traces) -> None:
+    n = args.import_n
+    with tempfile.TemporaryDirectory(prefix="chargeback-bench-") as folder:
+        path = Path(folder) / "usage.jsonl"
+        encoder = msgspec.json.Encoder()
+        with path.open("wb") as handle:
+            for start in range(0, n, 100_000):
+                chunk = make_records(
+                    min(100_000, n - start), prefix=f"import-{start}-", seed=start + 7, traces=traces
+                )
+                handle.write(b"".join(encoder.encode(record) + b"\n" for record in chunk))
+        size_mb = path.stat().st_size / 1e6
+        before, _ = db_counts(args)
+        command = [PYTHON, "manage.py", "import_usage", str(path)]
+        print(f"\nimport_usage: {n:,} records, {size_mb:,.0f} MB JSONL: {' '.join(command[1:3])} FILE")
+        started = time.perf_counter()
+        child = subprocess.Popen(
+            command, cwd=ROOT, env=server_env(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        output = child.stdout.read()
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        elapsed = time.perf_counter() - started
+        after, _ = db_counts(args)
+    peak_mb = usage.ru_maxrss / 1024  # kilobytes on Linux
+    tail = output.decode(errors="replace").strip().splitlines()[-3:]
+    print(f"  exit code          {child.returncode}" + (f"  ({' | '.join(tail)})" if tail else ""))
+    print(
+        f"  records stored     {after - before:,} in {elapsed:.1f} s ({(after - before) / elapsed:,.0f} records/s)"
+    )
+    print(f"  peak RSS           {peak_mb:,.0f} MB (target < 300 MB) -> {'OK' if peak_mb < 300 else 'OVER'}")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", "--records", type=int, default=200_000, help="records to ingest (200000)")
+    parser.add_argument("--batch", type=int, default=5_000, help="records per request (5000)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (2)")
+    parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker (1: sync)")
+    parser.add_argument("--concurrency", type=int, default=0, help="client connections (workers*threads+1)")
+    parser.add_argument(
+        "--db", default="chargeback_bench", help="bench database, recreated (chargeback_bench)"
+    )
+    parser.add_argument("--drop-db", action="store_true", help="drop the bench database at the end")
+    parser.add_argument("--pg-host", default="127.0.0.1")
+    parser.add_argument("--pg-port", default="5432")
+    parser.add_argument("--pg-user", default="postgres")
+    rss = parser.add_mutually_exclusive_group()
+    rss.add_argument("--import-rss", dest="import_rss", action="store_true", default=None,
+                     help="measure import_usage peak RSS (default: if the command exists)")  # fmt: skip
+    rss.add_argument("--no-import-rss", dest="import_rss", action="store_false")
+    parser.add_argument(
+        "--import-n", type=int, default=1_000_000, help="records in the import file (1000000)"
+    )
+    parser.add_argument("--seed", type=int, default=2023)
+    parser.add_argument("--copy-runs", type=int, default=3, help="COPY baseline runs; the best counts (3)")
+    parser.add_argument(
+        "--pg-setting", action="append", default=[], help="NAME=VALUE set on the bench database (repeatable)"
+    )
+    args = parser.parse_args()
+    concurrency = args.concurrency or args.workers * args.threads + 1
+
+    traces = load_traces()
+    print(f"database {args.db}: recreating and migrating ...", flush=True)
+    recreate_database(args)
+    secret = create_tenants_and_key(args)
+
+    records = make_records(args.records, prefix="", seed=args.seed, traces=traces)
+    encoder = msgspec.json.Encoder()
+    bodies = [
+        encoder.encode(records[start : start + args.batch]) for start in range(0, len(records), args.batch)
+    ]
+    warmup = make_records(500, prefix="warmup-", seed=1, traces=traces)
+    for record in warmup:
+        record["tenant"] = WARMUP_TENANT
+    warmup_body = encoder.encode(warmup)
+    del records, warmup
+
+    port = free_port()
+    server = start_server(args, port)
+    try:
+        # Warm every worker (imports, price caches, connections), then forget the warm-up rows.
+        _, _, failures = post_batches(
+            port, secret, [warmup_body] * (2 * args.workers * args.threads), concurrency
+        )
+        if failures:
+            raise SystemExit(f"warm-up failed: {failures[:2]}")
+        delete_warmup(args)
+
+        print(
+            f"ingest: {args.records:,} records in {len(bodies)} requests of {args.batch:,}, gunicorn -w {args.workers}"
+            f"{f' --threads {args.threads}' if args.threads > 1 else ''}, {concurrency} client connections",
+            flush=True,
+        )
+        load_before = os.getloadavg()[0]
+        elapsed, totals, failures = run_client(port, secret, bodies, concurrency)
+        ingest_rate = args.records / elapsed
+
+        # Idempotency check (untimed): a resent batch must be all duplicates.
+        _, resend, resend_failures = post_batches(port, secret, bodies[:1], 1)
+    finally:
+        stop_server(server)
+
+    stored, rollup_requests = db_counts(args)
+    copy_timings, copied = copy_baseline(args)
+    copy_seconds = min(copy_timings)
+    copy_rate = copied / copy_seconds
+    ratio = ingest_rate / copy_rate if copy_rate else 0.0
+
+    print(f"  ingest             {ingest_rate:>10,.0f} records/s  ({elapsed:.2f} s)")
+    print(
+        f"  plain COPY         {copy_rate:>10,.0f} rows/s     (best of {len(copy_timings)}: {copy_seconds:.2f} s; {copied:,} rows, binary;"
+        f" runs {', '.join(f'{t:.2f}' for t in copy_timings)} s)"
+    )
+    print(
+        f"  ratio ingest/COPY  {ratio:>10.3f}  (target >= 0.5) -> {'OK' if ratio >= 0.5 else 'BELOW TARGET'}"
+    )
+    print(
+        f"  answers            accepted {totals['accepted']:,}, duplicates {totals['duplicates']:,}, "
+        f"conflicts {totals['conflicts']:,}, rejected {totals['rejected']:,}, unpriced {totals['unpriced']:,}"
+    )
+    print(
+        f"  machine            load average {load_before:.2f} before the ingest, {os.getloadavg()[0]:.2f} after the COPYs"
+        f" ({os.cpu_count()} CPUs; anything else running skews both figures)"
+    )
+    latencies = totals["latencies"]
+    quarter = max(1, len(latencies) // 4)
+    print(
+        f"  request latency    median {statistics.median(latencies) * 1000:,.0f} ms, max {max(latencies) * 1000:,.0f} ms,"
+        f" first quarter {statistics.mean(latencies[:quarter]) * 1000:,.0f} ms,"
+        f" last quarter {statistics.mean(latencies[-quarter:]) * 1000:,.0f} ms"
+    )
+    print(f"  stored records     {stored:,} (expected {args.records:,})")
+    print(f"  rollup requests    {rollup_requests:,} (expected {args.records:,})")
+    first_batch = min(args.batch, args.records)
+    print(
+        f"  resend of batch 1  duplicates {resend['duplicates']:,} of {first_batch:,}, accepted {resend['accepted']}"
+    )
+    ok = (
+        not failures
+        and not resend_failures
+        and stored == rollup_requests == totals["accepted"] == args.records
+        and resend["duplicates"] == first_batch
+        and resend["accepted"] == 0
+    )
+    if failures or resend_failures:
+        print(f"  FAILURES: {(failures + resend_failures)[:3]}")
+    print(f"  correctness        {'OK' if ok else 'FAILED'}")
+
+    run_import = args.import_rss
+    if run_import is None:
+        run_import = import_command_exists(args)
+        if not run_import:
+            print("\nimport_usage: skipped (no `import_usage` management command yet)")
+    if run_import:
+        measure_import_rss(args, traces)
+
+    if args.drop_db:
+        with psycopg.connect(admin_dsn(args), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{args.db}" WITH (FORCE)')
+    else:
+        print(f"\n(database {args.db} left in place; --drop-db drops it)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The ingest write path: on PostgreSQL the rollups of a batch are summed in SQL, in the same
+statement as the insert; they must equal what the Python accumulator (used by rebuilds and on
+SQLite) sums from the same records, latency histogram edges and unpriced records included."""
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from chargeback.models import LATENCY_BUCKET_BOUNDS_MS, UsageRecord, UsageRollupHourly
+from chargeback.services import usage_records_ingest, usage_rollups_rebuild
+from tests.chargeback.helpers import rollup_snapshot, usage_record
+from tests.factories import TenantFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _edge_records():
+    latencies = [
+        None,
+        0,
+        1,
+        *LATENCY_BUCKET_BOUNDS_MS,
+        *(bound + 1 for bound in LATENCY_BUCKET_BOUNDS_MS),
+        10**6,
+    ]
+    records = []
+    for index, latency in enumerate(latencies):
+        fields = {
+            "tenant": ("plain", "marked-up")[index % 2],
+            "timestamp": f"2026-03-02T{10 + index % 3:02d}:{index % 60:02d}:00Z",
+            "status": ("ok", "ok", "error")[index % 3],
+            "model": ("gpt-4o", "gpt-4o-mini", "no-such-model")[index % 3],
+            "cached_input_tokens": index * 3,
+            "tags": {"feature": "search"} if index % 4 else {"customer": "acme"},
+        }
+        record = usage_record(f"edge-{index}", **fields)
+        if latency is None:
+            del record["latency_ms"]
+        else:
+            record["latency_ms"] = latency
+        records.append(json.dumps(record).encode())
+    return records
+
+
+def test_rollups_written_at_ingest_equal_a_rebuild_from_the_records():
+    TenantFactory(slug="plain")
+    TenantFactory(slug="marked-up", markup_percent=Decimal("12.5"))
+    records = _edge_records()
+    first = usage_records_ingest(items=records[:20], scope_tenant_ids=None)
+    # A batch overlapping the first: the resent records are duplicates and are not summed again.
+    second = usage_records_ingest(items=records[10:], scope_tenant_ids=None)
+    assert (first.accepted, second.accepted, second.duplicates) == (20, len(records) - 20, 10)
+    assert first.unpriced + second.unpriced == sum(b'"no-such-model"' in record for record in records)
+
+    at_ingest = rollup_snapshot()
+    assert sum(row["requests"] for _, row in at_ingest) == len(records) == UsageRecord.objects.count()
+    assert sum(row["latency_count"] for _, row in at_ingest) == len(records) - 1
+    UsageRollupHourly.objects.all().delete()
+    usage_rollups_rebuild(start=datetime(2026, 3, 1, tzinfo=UTC), end=datetime(2026, 3, 3, tzinfo=UTC))
+    assert rollup_snapshot() == at_ingest
+
+
+def test_a_batch_reports_only_the_already_stored_keys_as_resends():
+    TenantFactory(slug="plain")
+    stored = [json.dumps(usage_record(f"e{index}", tenant="plain")).encode() for index in range(3)]
+    usage_records_ingest(items=stored, scope_tenant_ids=None)
+    changed = json.dumps(usage_record("e1", tenant="plain", output_tokens=999)).encode()
+    fresh = [json.dumps(usage_record(f"n{index}", tenant="plain")).encode() for index in range(2)]
+    result = usage_records_ingest(items=[fresh[0], stored[0], changed, fresh[1]], scope_tenant_ids=None)
+    assert (result.accepted, result.duplicates, result.conflicts) == (2, 1, 1)
+    assert [(error["index"], error["code"]) for error in result.errors] == [(2, "conflict")]
+    assert UsageRecord.objects.count() == 5
+    assert sum(UsageRollupHourly.objects.values_list("requests", flat=True)) == 5
