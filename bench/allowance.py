@@ -89,6 +89,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("-w", "--workers", type=int, default=2, help="gunicorn workers (default 2)")
     parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker (default 4)")
     parser.add_argument("--worker-class", default="gthread", help="gunicorn worker class (default gthread)")
+    parser.add_argument(
+        "--reuse-port",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="gunicorn --reuse-port: a listening socket per worker, connections spread by the kernel (default on)",
+    )
     parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--db", default="chargeback_bench_allowance")
@@ -258,6 +264,8 @@ def start_server(args, port: int) -> subprocess.Popen:
     ]
     if args.worker_class == "gthread":
         command += ["--threads", str(args.threads)]
+    if args.reuse_port:
+        command.append("--reuse-port")
     server = subprocess.Popen(command, cwd=ROOT, env=server_env(args))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -270,6 +278,20 @@ def start_server(args, port: int) -> subprocess.Popen:
             time.sleep(0.2)
     stop_server(server)
     raise SystemExit("gunicorn did not start within 60 s")
+
+
+def server_cpu_seconds(server: subprocess.Popen) -> float:
+    """User + system CPU time of the server's workers so far (Linux /proc; 0 elsewhere)."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == server.pid:  # the parent pid: a worker of this server
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
 
 
 def stop_server(server: subprocess.Popen) -> None:
@@ -303,7 +325,9 @@ def endpoints(secret: str) -> dict[str, dict]:
 
 
 def probe(port: int, endpoint: dict) -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    # Patient: workers import the application after they bind (and each binds its own socket with
+    # --reuse-port), which takes a while on a busy machine.
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     connection.request(
         endpoint["method"], endpoint["path"], body=endpoint["body"], headers=endpoint["headers"]
     )
@@ -511,9 +535,11 @@ def main() -> int:
     try:
         targets = endpoints(fixtures["secret"])
         for name, endpoint in targets.items():
-            status, payload = probe(port, endpoint)
-            if status != 200:
-                raise SystemExit(f"{name}: HTTP {status}: {payload[:500]!r}")
+            # Several new connections, so that every worker has answered before the clock starts.
+            for _ in range(max(10, 5 * args.workers)):
+                status, payload = probe(port, endpoint)
+                if status != 200:
+                    raise SystemExit(f"{name}: HTTP {status}: {payload[:500]!r}")
             print(f"{name} answer: {payload.decode()}", flush=True)
 
         if use_wrk:
@@ -529,8 +555,10 @@ def main() -> int:
             def measure(name: str, seconds: float) -> dict:
                 return run_python_client(args, port, targets[name], seconds)
 
-        worker = f"{args.worker_class}, {args.workers} workers" + (
-            f" x {args.threads} threads" if args.worker_class == "gthread" else ""
+        worker = (
+            f"{args.worker_class}, {args.workers} workers"
+            + (f" x {args.threads} threads" if args.worker_class == "gthread" else "")
+            + (", --reuse-port" if args.reuse_port else "")
         )
         print(
             f"server: gunicorn chargeback.wsgi ({worker}), CONN_MAX_AGE=600; client: {client_name}, "
@@ -541,15 +569,21 @@ def main() -> int:
         for name in targets:
             measure(name, args.warmup)
 
+        def measure_with_cpu(name: str, seconds: float) -> dict:
+            before = server_cpu_seconds(server)
+            result = measure(name, seconds)
+            result["cpu_us"] = (server_cpu_seconds(server) - before) / max(result["requests"], 1) * 1e6
+            return result
+
         results: dict[str, list[dict]] = {name: [] for name in targets}
         per_round = args.duration / args.rounds
         for index in range(args.rounds):
             order = ["whoami", "allowance"] if index % 2 == 0 else ["allowance", "whoami"]
             for name in order:
-                results[name].append(measure(name, per_round))
+                results[name].append(measure_with_cpu(name, per_round))
             line = "  ".join(
                 f"{name} p50 {results[name][-1]['p50_ms']:6.2f} ms p99 {results[name][-1]['p99_ms']:6.2f} ms "
-                f"{results[name][-1]['rps']:7.0f}/s"
+                f"{results[name][-1]['rps']:5.0f}/s cpu {results[name][-1]['cpu_us']:5.0f} us"
                 for name in ("whoami", "allowance")
             )
             print(f"round {index + 1}: {line}", flush=True)
@@ -560,15 +594,19 @@ def main() -> int:
             drop_database(args)
 
     print()
-    print(f"{'endpoint':<10} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}   (median of {args.rounds} rounds)")
+    print(
+        f"{'endpoint':<10} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'server CPU us/req':>18}"
+        f"   (median of {args.rounds} rounds)"
+    )
     medians = {}
     for name in ("whoami", "allowance"):
         rounds = results[name]
         medians[name] = {
-            key: statistics.median(result[key] for result in rounds) for key in ("p50_ms", "p99_ms", "rps")
+            key: statistics.median(result[key] for result in rounds)
+            for key in ("p50_ms", "p99_ms", "rps", "cpu_us")
         }
         m = medians[name]
-        print(f"{name:<10} {m['p50_ms']:8.2f} {m['p99_ms']:8.2f} {m['rps']:8.0f}")
+        print(f"{name:<10} {m['p50_ms']:8.2f} {m['p99_ms']:8.2f} {m['rps']:8.0f} {m['cpu_us']:18.0f}")
     ratio = medians["allowance"]["p99_ms"] / medians["whoami"]["p99_ms"]
     round_ratios = [
         allowance["p99_ms"] / whoami["p99_ms"]
@@ -578,6 +616,11 @@ def main() -> int:
         f"allowance p99 / whoami p99 = {ratio:.2f} (target <= {TARGET_RATIO}: "
         f"{'met' if ratio <= TARGET_RATIO else 'NOT met'}); per round: "
         + ", ".join(f"{value:.2f}" for value in round_ratios)
+    )
+    print(
+        f"server CPU per request, allowance / whoami = {medians['allowance']['cpu_us'] / medians['whoami']['cpu_us']:.2f}"
+        f"; load average at the end {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other work on the machine"
+        " inflates latencies; the CPU figures are less sensitive to it)"
     )
 
     ok = True

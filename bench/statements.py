@@ -103,6 +103,7 @@ MODELS = [
     ("azure.ai.openai", "gpt-4o", 2, 0.0),
     ("acme-internal", "in-house-llm", 1, 0.0),  # no price anywhere: unpriced, counted, never $0
 ]
+MODEL_INDEX = {model: index for index, model in enumerate(MODELS)}
 FEATURES = ["chat", "search", "summarize", "support-bot", "autocomplete", "code-review", "extract",
             "classify", "translate", "agent", "rag", "eval"]  # fmt: skip
 MARKUPS = ["10", "12.5", "15", "20", "25", "-5"]
@@ -285,22 +286,55 @@ def record_counts(specs: list[TenantSpec], total: int, rng: random.Random) -> di
     return counts
 
 
-def _worker(job: int, jobs: int, context: dict) -> tuple[int, int]:
-    """Build and COPY the rows of every jobs-th tenant (by size); returns (rows, Σ cost nanos)."""
-    from chargeback import money
-    from chargeback.models import PricingSource
-    from chargeback.pricing import GENAI_PRICES_VERSION, TokenBuckets, normalize_model, normalize_provider
-    from chargeback.usage_storage import USAGE_COLUMNS
+TOKEN_COMBINATIONS = 2048  # distinct token-bucket combinations per model (log-normal draws)
 
+
+def token_pool(rng: random.Random) -> list[list[tuple[int, int, int, int, int, int]]]:
+    """Per model: (uncached input, cache read, cache write, output, reasoning, context) combinations."""
+    pools = []
+    for _, client_model, _, reasoning_share in MODELS:
+        pool = []
+        for _ in range(TOKEN_COMBINATIONS):
+            context_tokens = int(rng.lognormvariate(6.6, 1.1)) + 1
+            output = int(rng.lognormvariate(5.0, 1.0)) + 1
+            cached = cache_write = 0
+            if client_model.startswith("claude"):
+                roll = rng.random()
+                if roll < 0.35:
+                    cached = int(context_tokens * rng.uniform(0.5, 0.9))
+                elif roll < 0.45:
+                    cache_write = int(context_tokens * rng.uniform(0.3, 0.8))
+            elif context_tokens >= 1024 and rng.random() < 0.3:
+                cached = (int(context_tokens * rng.uniform(0.3, 0.95)) // 128) * 128
+            reasoning = int(output * reasoning_share * rng.random()) if reasoning_share else 0
+            uncached = context_tokens - cached - cache_write
+            pool.append((uncached, cached, cache_write, output, reasoning, context_tokens))
+        pools.append(pool)
+    return pools
+
+
+def _worker(job: int, jobs: int, context: dict) -> tuple[int, int]:
+    """Build and COPY the rows of every jobs-th tenant (by size); returns (rows, Σ cost nanos).
+
+    Rows are priced by PriceBook.quote; a quote is reused for the same (overrides that can apply to
+    the tenant, model, token combination), as the price book gives the same answer for them."""
     import msgspec
 
+    from chargeback import money
+    from chargeback.models import PricingSource
+    from chargeback.pricing import TokenBuckets, normalize_model, normalize_provider
+    from chargeback.usage_storage import USAGE_COLUMNS
+
+    assert len(USAGE_COLUMNS) == 23, "the usage row layout changed: update this script"
     rng = random.Random(context["seed"] * 1000 + job)
     price_book, factors, counts = context["price_book"], context["factors"], context["counts"]
+    override_tenants, pools = context["override_tenants"], context["pools"]
     specs = [spec for spec in context["specs"] if counts.get(spec.slug)]
     specs.sort(key=lambda spec: -counts[spec.slug])
     mine = specs[job::jobs]
     encoder = msgspec.json.Encoder(order="sorted")
-    names = {(p, m): (normalize_provider(p), normalize_model(m, normalize_provider(p))) for p, m, *_ in MODELS}
+    names = [(normalize_provider(p), normalize_model(m, normalize_provider(p))) for p, m, *_ in MODELS]
+    quotes: dict[tuple, tuple] = {}
     copied = cost_sum = 0
     unpriced = PricingSource.UNPRICED.value
     event_base = job * 10**9
@@ -308,51 +342,61 @@ def _worker(job: int, jobs: int, context: dict) -> tuple[int, int]:
         with cursor.copy(f"COPY chargeback_usagerecord ({', '.join(USAGE_COLUMNS)}) FROM STDIN") as copy:
             for spec in mine:
                 count = counts[spec.slug]
-                start, hours, cumulative, zone_start = context["periods"][spec.billed_by or spec.slug]
+                start, hours, cumulative, _ = context["periods"][spec.billed_by or spec.slug]
                 slots = rng.choices(range(hours), cum_weights=cumulative, k=count)
-                models = rng.choices([m for m, _ in spec.models], weights=[w for _, w in spec.models], k=count)
+                models = rng.choices(
+                    [m for m, _ in spec.models], weights=[w for _, w in spec.models], k=count
+                )
                 tag_texts = [
-                    encoder.encode({"feature": f, **({"customer": c} if c else {})}).decode() for f, c in spec.tags
+                    encoder.encode({"feature": f, **({"customer": c} if c else {})}).decode()
+                    for f, c in spec.tags
                 ]
                 tags = rng.choices(tag_texts, k=count)
                 factor = factors.get(spec.id)
+                price_class = frozenset(context["chains"][spec.id]) & override_tenants
                 for index in range(count):
-                    occurred = start + timedelta(seconds=slots[index] * 3600 + rng.randrange(3_600_000) / 1000)
-                    client_provider, client_model, _, reasoning_share = models[index]
-                    provider, model = names[client_provider, client_model]
-                    context_tokens = int(rng.lognormvariate(6.6, 1.1)) + 1
-                    output = int(rng.lognormvariate(5.0, 1.0)) + 1
-                    cached = cache_write = 0
-                    if provider == "anthropic":
-                        roll = rng.random()
-                        if roll < 0.35:
-                            cached = int(context_tokens * rng.uniform(0.5, 0.9))
-                        elif roll < 0.45:
-                            cache_write = int(context_tokens * rng.uniform(0.3, 0.8))
-                    elif context_tokens >= 1024 and rng.random() < 0.3:
-                        cached = (int(context_tokens * rng.uniform(0.3, 0.95)) // 128) * 128
-                    reasoning = int(output * reasoning_share * rng.random()) if reasoning_share else 0
-                    buckets = TokenBuckets(context_tokens - cached - cache_write, cached, cache_write, output, reasoning)
-                    quote = price_book.quote(
-                        tenant_id=spec.id, provider=provider, model=model, at=occurred, buckets=buckets,
-                        reported_cost_nanos=None,
-                    )  # fmt: skip
-                    list_cost = quote.list_cost_nanos
-                    cost = list_cost if factor is None or list_cost is None else money.apply_factor(list_cost, factor)
+                    occurred = start + timedelta(
+                        seconds=slots[index] * 3600 + rng.randrange(3_600_000) / 1000
+                    )
+                    model_index = MODEL_INDEX[models[index]]
+                    combination = rng.randrange(TOKEN_COMBINATIONS)
+                    uncached, cached, cache_write, output, reasoning, context_tokens = pools[model_index][
+                        combination
+                    ]
+                    key = (price_class, model_index, combination)
+                    quoted = quotes.get(key)
+                    if quoted is None:
+                        provider, model = names[model_index]
+                        quote = price_book.quote(
+                            tenant_id=spec.id, provider=provider, model=model, at=occurred,
+                            buckets=TokenBuckets(uncached, cached, cache_write, output, reasoning),
+                            reported_cost_nanos=None,
+                        )  # fmt: skip
+                        version = quote.price_version if quote.pricing_source != unpriced else ""
+                        quoted = quotes[key] = (
+                            quote.list_cost_nanos,
+                            quote.model_id,
+                            quote.pricing_source,
+                            version,
+                        )
+                    list_cost, model_id, pricing_source, price_version = quoted
+                    cost = (
+                        list_cost
+                        if factor is None or list_cost is None
+                        else money.apply_factor(list_cost, factor)
+                    )
                     event_id = f"ev-{event_base + copied:012d}"
                     copy.write_row((
                         spec.id, event_id, hashlib.md5(event_id.encode()).hexdigest(), occurred,
-                        occurred + timedelta(seconds=2), provider, client_model, quote.model_id,
-                        buckets.uncached_input, cached, cache_write, output, reasoning,
+                        occurred + timedelta(seconds=2), names[model_index][0], models[index][1], model_id,
+                        uncached, cached, cache_write, output, reasoning,
                         int(200 + context_tokens * 0.05 + output * rng.uniform(8, 30)),
                         "error" if rng.random() < 0.01 else "ok", tags[index], list_cost, cost, None,
-                        quote.pricing_source, quote.price_version if quote.pricing_source != unpriced else "",
-                        "api", 0,
+                        pricing_source, price_version, "api", 0,
                     ))  # fmt: skip
                     copied += 1
                     cost_sum += cost or 0
         conn.commit()
-    assert GENAI_PRICES_VERSION and len(USAGE_COLUMNS) == 23
     return copied, cost_sum
 
 
@@ -379,9 +423,11 @@ def _secondary_indexes(conn, table: str) -> tuple[list[tuple[str, str]], list[tu
 
 
 def load_records(args, specs, counts, ids) -> tuple[int, int]:
-    from chargeback import money
-    from chargeback.pricing import PriceBook
     from django.db import connection
+
+    from chargeback import money
+    from chargeback.models import PriceOverride
+    from chargeback.pricing import PriceBook
 
     by_slug = {spec.slug: spec for spec in specs}
     chains = {}
@@ -406,9 +452,13 @@ def load_records(args, specs, counts, ids) -> tuple[int, int]:
             hours, cumulative = hour_slots(start, end, spec.zone)
             periods[spec.slug] = (start, hours, cumulative, spec.zone)
     price_book = PriceBook(tenant_chains=chains)
+    override_tenants = frozenset(
+        PriceOverride.objects.exclude(tenant=None).values_list("tenant_id", flat=True)
+    )
     connection.close()  # the workers are forked; each opens its own connection
     _CONTEXT.update(seed=args.seed, price_book=price_book, factors=factors, counts=counts, specs=specs,
-                    periods=periods, dsn=bench_dsn(args))  # fmt: skip
+                    periods=periods, dsn=bench_dsn(args), chains=chains, override_tenants=override_tenants,
+                    pools=token_pool(random.Random(args.seed)))  # fmt: skip
 
     table = "chargeback_usagerecord"
     with psycopg.connect(bench_dsn(args), autocommit=True) as conn:
@@ -418,18 +468,23 @@ def load_records(args, specs, counts, ids) -> tuple[int, int]:
         for name, _ in indexes:
             conn.execute(f'DROP INDEX "{name}"')
     jobs = max(1, args.jobs)
+    started = time.perf_counter()
     if jobs == 1:
         results = [_run_worker((0, 1))]
     else:
         with multiprocessing.get_context("fork").Pool(jobs) as pool:
             results = pool.map(_run_worker, [(job, jobs) for job in range(jobs)])
+    copied = time.perf_counter()
     with psycopg.connect(bench_dsn(args), autocommit=True) as conn:
         conn.execute("SET maintenance_work_mem = '1GB'")
         for _, definition in indexes:
             conn.execute(definition)
         for name, definition in constraints:
             conn.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+        indexed = time.perf_counter()
         conn.execute(f"VACUUM (FREEZE, ANALYZE) {table}")
+    print(f"  rows built and COPYed by {jobs} processes in {copied - started:.0f} s, indexes and constraints"
+          f" rebuilt in {indexed - copied:.0f} s, VACUUM in {time.perf_counter() - indexed:.0f} s")  # fmt: skip
     return sum(r[0] for r in results), sum(r[1] for r in results)
 
 
@@ -439,19 +494,20 @@ def load_records(args, specs, counts, ids) -> tuple[int, int]:
 def build_rollups(args, window: tuple[datetime, datetime]) -> str:
     from django.db import connection, transaction
 
+    from chargeback import usage_storage
     from chargeback.services import usage_rollups_rebuild
-    from chargeback.usage_storage import _rollup_from_inserted_sql
 
     if args.rollups == "rebuild":
         usage_rollups_rebuild(start=window[0], end=window[1])
         return "chargeback.services.usage_rollups_rebuild"
-    columns = ("tenant_id, occurred_at, provider, model_id, tags, status, uncached_input_tokens, cached_input_tokens,"
-               " cache_write_tokens, output_tokens, reasoning_tokens, latency_ms, list_cost_nanos, cost_nanos")  # fmt: skip
+    # The fast path's rollup statement reads the CTE `inserted`: the new rows as its INSERT ... RETURNING
+    # gives them back (these expressions); here they are the stored rows.
+    returned = getattr(usage_storage, "_RETURNED", None) or usage_storage._RETURNED_COLUMNS
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL work_mem = '256MB'")
         cursor.execute(
-            f"WITH inserted AS (SELECT {columns} FROM chargeback_usagerecord"
-            f" WHERE occurred_at >= %s AND occurred_at < %s) {_rollup_from_inserted_sql()}",
+            f"WITH inserted AS (SELECT {', '.join(returned)} FROM chargeback_usagerecord"
+            f" WHERE occurred_at >= %s AND occurred_at < %s) {usage_storage._rollup_from_inserted_sql()}",
             list(window),
         )
     return "one SQL INSERT ... SELECT ... GROUP BY (the ingestion fast path's rollup statement)"
@@ -519,16 +575,18 @@ def statements_snapshot(period_key: str) -> dict:
     line_fields = [f.attname for f in StatementLine._meta.fields if f.name not in skip]
     statements = {
         row[0]: row
-        for row in Statement.objects.filter(period_key=period_key).exclude(status="void").values_list(
-            "id", *statement_fields
-        )
+        for row in Statement.objects.filter(period_key=period_key)
+        .exclude(status="void")
+        .values_list("id", *statement_fields)
     }
     lines: dict[int, list] = {statement_id: [] for statement_id in statements}
     for row in StatementLine.objects.filter(statement_id__in=statements).order_by("statement_id", "position").values_list(
         "statement_id", *line_fields
     ):  # fmt: skip
         lines[row[0]].append(row[1:])
-    return {row[1]: (row[1:], lines[statement_id]) for statement_id, row in statements.items()}  # by tenant id
+    return {
+        row[1]: (row[1:], lines[statement_id]) for statement_id, row in statements.items()
+    }  # by tenant id
 
 
 def correctness_guard(args, specs, period_key) -> tuple[int, int, int]:
@@ -556,7 +614,9 @@ def correctness_guard(args, specs, period_key) -> tuple[int, int, int]:
                 [tenant_ids, start, end],
             )
             cost = {tenant_id: int(total or 0) for tenant_id, total in cursor.fetchall()}
-            expected += sum(money.round_to_cents(sum(cost.get(t, 0) for t in covered[slug])) for slug in slugs)
+            expected += sum(
+                money.round_to_cents(sum(cost.get(t, 0) for t in covered[slug])) for slug in slugs
+            )
         shared = 0
         for spec in specs:
             if spec.has_usage and not spec.billed_by:
@@ -568,7 +628,9 @@ def correctness_guard(args, specs, period_key) -> tuple[int, int, int]:
                 )
                 shared += money.round_to_cents(int(cursor.fetchone()[0]))
     total = sum(
-        Statement.objects.filter(period_key=period_key).exclude(status="void").values_list("total_cents", flat=True)
+        Statement.objects.filter(period_key=period_key)
+        .exclude(status="void")
+        .values_list("total_cents", flat=True)
     )
     return total, expected, shared
 
@@ -660,7 +722,10 @@ def main(argv=None) -> int:
     )
     failed = not equal
 
-    print(f"\nmonth {args.period}, window {window[0]:%Y-%m-%d %H:%M} .. {window[1]:%Y-%m-%d %H:%M} UTC", flush=True)
+    print(
+        f"\nmonth {args.period}, window {window[0]:%Y-%m-%d %H:%M} .. {window[1]:%Y-%m-%d %H:%M} UTC",
+        flush=True,
+    )
     group_by, timings, groups = time_group_by(window)
     print(f"  (a) GROUP BY tenant, model   {group_by:8.3f} s  (median of {', '.join(f'{t:.3f}' for t in timings)};"
           f" {groups:,} groups)", flush=True)  # fmt: skip
@@ -669,9 +734,14 @@ def main(argv=None) -> int:
     drafts = statements_generate(period_key=args.period)
     drafts_seconds = time.perf_counter() - started
     line_count = StatementLine.objects.filter(statement__period_key=args.period).count()
-    print(f"  (b) drafts                   {drafts_seconds:8.3f} s  ({len(drafts):,} statements, {line_count:,} lines)")
+    print(
+        f"  (b) drafts                   {drafts_seconds:8.3f} s  ({len(drafts):,} statements, {line_count:,} lines)"
+    )
     ratio = drafts_seconds / group_by
-    print(f"      drafts / GROUP BY        {ratio:8.2f}    (target <= 2) -> {'OK' if ratio <= 2 else 'OVER'}", flush=True)
+    print(
+        f"      drafts / GROUP BY        {ratio:8.2f}    (target <= 2) -> {'OK' if ratio <= 2 else 'OVER'}",
+        flush=True,
+    )
 
     total, expected, shared = correctness_guard(args, specs, args.period)
     ok = total == expected + shared
@@ -701,7 +771,9 @@ def main(argv=None) -> int:
             started = time.perf_counter()
             final = statements_generate(period_key=args.period, finalize=True)
             seconds = time.perf_counter() - started
-            numbered = Statement.objects.filter(period_key=args.period, status="finalized").exclude(pdf_sha256="")
+            numbered = Statement.objects.filter(period_key=args.period, status="finalized").exclude(
+                pdf_sha256=""
+            )
             print(f"  (c) finalize with PDFs       {seconds:8.3f} s  ({len(final):,} statements,"
                   f" {numbered.count():,} finalized with a PDF; {seconds / max(len(final), 1) * 1000:.1f} ms each)")  # fmt: skip
             total_after, _, _ = correctness_guard(args, specs, args.period)

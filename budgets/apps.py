@@ -10,3 +10,8 @@ class BudgetsConfig(AppConfig):
         from chargeback.hooks import post_ingest_hook_register
 
         post_ingest_hook_register(budgets_on_ingest)
+
+        from budgets.metrics import budget_metric_families
+        from chargeback.metrics import metric_families_register
+
+        metric_families_register(budget_metric_families)

@@ -104,7 +104,6 @@ class BudgetStatusSerializer(serializers.Serializer):
 # fields keep no per-request state and read no context (no related fields, no querysets that depend
 # on the request). No docstring: drf-spectacular would show it as the schema's description.
 class _SharedFieldsMixin:
-
     @property
     def fields(self):
         cls = type(self)

@@ -1,5 +1,6 @@
 from django.urls import path
 
+from chargeback.costs_api import CostsApi
 from chargeback.integrations_api import LiteLlmCallbackApi
 from chargeback.statement_api import (
     FocusExportApi,
@@ -14,6 +15,7 @@ from chargeback.usage_api import UsageApi
 
 urlpatterns = [
     path("usage/", UsageApi.as_view(), name="usage"),
+    path("costs/", CostsApi.as_view(), name="costs"),
     path("integrations/litellm/", LiteLlmCallbackApi.as_view(), name="integration-litellm"),
     path("statements/", StatementListApi.as_view(), name="statement-list"),
     path("statements/<int:pk>/", StatementDetailApi.as_view(), name="statement-detail"),

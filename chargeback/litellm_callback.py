@@ -102,9 +102,10 @@ def litellm_body_split(body: bytes) -> list[bytes | msgspec.Raw]:
         if len(lines) == 1:
             items = lines
         else:
-            # Several lines: NDJSON, unless they are one pretty-printed object.
+            # Several lines: NDJSON, unless they are one pretty-printed object (checked without
+            # building it: a Raw is only validated).
             try:
-                msgspec.json.decode(stripped)
+                msgspec.json.decode(stripped, type=msgspec.Raw)
                 items = [stripped]
             except msgspec.DecodeError:
                 items = lines

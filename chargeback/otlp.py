@@ -402,8 +402,8 @@ def otlp_traces_ingest(
     mapping = otlp_attribute_mapping()
     result = TraceExportResult()
     records: list[dict[str, Any]] = []
-    early_errors = IngestResult()
-    for span, resource_attributes in _spans(request):
+    positions: list[int] = []  # each record's span, counted through the whole export
+    for position, (span, resource_attributes) in enumerate(_spans(request)):
         result.spans += 1
         attributes = {kv.key: kv.value for kv in span.attributes}
         if not is_genai_span(attributes):
@@ -411,34 +411,40 @@ def otlp_traces_ingest(
             continue
         try:
             records.append(span_to_record(span, attributes, resource_attributes, mapping))
+            positions.append(position)
         except SpanError as error:
-            early_errors.rejected += 1
+            result.ingest.rejected += 1
             event_id = None
             if len(span.trace_id) == 16 and len(span.span_id) == 8:
                 event_id = f"otlp-{span.trace_id.hex()}-{span.span_id.hex()}"
-            early_errors.error(result.spans - 1, event_id, error.code, error.message)
+            result.ingest.error(position, event_id, error.code, error.message)
     # Large exports are stored in slices of the usual batch size, each in its own transaction,
     # rather than refused: an OTLP exporter drops a batch that is answered with a 4xx.
     batch_size = max(1, settings.INGEST_MAX_RECORDS)
     for start in range(0, len(records), batch_size):
-        result.ingest.merge(
-            usage_records_ingest(
-                items=records[start : start + batch_size],
-                scope_tenant_ids=scope_tenant_ids,
-                default_tenant_id=default_tenant_id,
-                source=UsageSource.OTLP,
-                now=now,
-            ),
-            index_offset=start,
+        stored = usage_records_ingest(
+            items=records[start : start + batch_size],
+            scope_tenant_ids=scope_tenant_ids,
+            default_tenant_id=default_tenant_id,
+            source=UsageSource.OTLP,
+            now=now,
         )
-    result.ingest.merge(early_errors)
-    if result.ignored or result.rejected:
-        logger.info(
-            "OTLP export: %d spans, %d ignored (not GenAI), %d accepted, %d duplicates, %d rejected",
-            result.spans,
-            result.ignored,
-            result.ingest.accepted,
-            result.ingest.duplicates,
+        for error in stored.errors:
+            error["index"] = positions[start + error["index"]]
+        result.ingest.merge(stored)
+    result.ingest.errors.sort(key=lambda error: error["index"])
+    if result.rejected:
+        logger.warning(
+            "OTLP export: %d of %d spans rejected: %s",
             result.rejected,
+            result.spans,
+            result.response().partial_success.error_message,
         )
+    logger.debug(
+        "OTLP export: %d spans, %d ignored (not GenAI), %d accepted, %d duplicates",
+        result.spans,
+        result.ignored,
+        result.ingest.accepted,
+        result.ingest.duplicates,
+    )
     return result

@@ -1,9 +1,12 @@
 """Reads for usage. Every read for a caller is scoped to what the caller may see."""
 
+import operator
+from collections.abc import Sequence
 from datetime import datetime
+from functools import reduce
 from zoneinfo import ZoneInfo
 
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncHour
 
 from chargeback.calendar import ceil_hour, floor_hour
@@ -117,36 +120,55 @@ def usage_totals(*, tenant_ids: list[int], start: datetime, end: datetime, group
 
     Returns {group key tuple: {field: sum}} with the fields of _USAGE_SUM_FIELDS.
     """
+    return usage_totals_many(scopes=[(tenant_ids, start, end)], group_by=group_by)
+
+
+# Tenant ids per query of usage_totals_many (SQLite caps the parameters of one statement).
+_TOTALS_IDS_PER_QUERY = 10_000
+
+
+def usage_totals_many(
+    *, scopes: Sequence[tuple[list[int], datetime, datetime]], group_by: tuple[str, ...]
+) -> dict:
+    """usage_totals of several scopes (tenant_ids, start, end) with disjoint tenant sets, added up:
+    e.g. the statements of many tenants whose months start at different UTC moments. One query for
+    the whole hours of every scope (rollups) and one for the partial edge hours of the scopes that
+    have some (raw records), whatever the number of scopes (up to _TOTALS_IDS_PER_QUERY tenants)."""
     totals: dict[tuple, dict[str, int]] = {}
-    if not tenant_ids or end <= start:
-        return totals
 
     def add(key, values):
         bucket = totals.setdefault(key, dict.fromkeys(_USAGE_SUM_FIELDS, 0))
         for name in _USAGE_SUM_FIELDS:
             bucket[name] += values.get(name) or 0
 
-    first_hour, last_hour = ceil_hour(start), floor_hour(end)
-    if first_hour < last_hour:
-        rows = (
-            UsageRollupHourly.objects.filter(
-                tenant_id__in=tenant_ids, hour__gte=first_hour, hour__lt=last_hour
+    rollup_parts: list[tuple[list[int], Q]] = []
+    raw_parts: list[tuple[list[int], Q]] = []
+    for tenant_ids, start, end in scopes:
+        if not tenant_ids or end <= start:
+            continue
+        first_hour, last_hour = ceil_hour(start), floor_hour(end)
+        whole_hours = first_hour < last_hour
+        edges = [(start, first_hour), (last_hour, end)] if whole_hours else [(start, end)]
+        for index in range(0, len(tenant_ids), _TOTALS_IDS_PER_QUERY):
+            chunk = list(tenant_ids[index : index + _TOTALS_IDS_PER_QUERY])
+            if whole_hours:
+                rollup_parts.append((chunk, Q(tenant_id__in=chunk, hour__gte=first_hour, hour__lt=last_hour)))
+            raw_parts.extend(
+                (chunk, Q(tenant_id__in=chunk, occurred_at__gte=edge_start, occurred_at__lt=edge_end))
+                for edge_start, edge_end in edges
+                if edge_start < edge_end
             )
+    for condition in _or_batches(rollup_parts):
+        rows = (
+            UsageRollupHourly.objects.filter(condition)
             .values(*group_by)
             .annotate(**{name: Sum(name) for name in _USAGE_SUM_FIELDS})
         )
         for row in rows:
             add(tuple(row[name] for name in group_by), row)
-        edges = [(start, first_hour), (last_hour, end)]
-    else:
-        edges = [(start, end)]
     raw_names = {"tenant_id": "tenant_id", "provider": "provider", "model": "model_id", "status": "status"}
-    for edge_start, edge_end in edges:
-        if edge_start >= edge_end:
-            continue
-        records = UsageRecord.objects.filter(
-            tenant_id__in=tenant_ids, occurred_at__gte=edge_start, occurred_at__lt=edge_end
-        )
+    for condition in _or_batches(raw_parts):
+        records = UsageRecord.objects.filter(condition)
         for record in records.values(*[raw_names.get(name, "tags") for name in group_by], *_RAW_SUMS):
             key = tuple(
                 (record["tags"] or {}).get("feature", "") if name == "feature" else record[raw_names[name]]
@@ -161,6 +183,20 @@ def usage_totals(*, tenant_ids: list[int], start: datetime, end: datetime, group
                 },
             )
     return totals
+
+
+def _or_batches(parts: list[tuple[list[int], Q]]):
+    """The conditions OR-ed together, as few queries as the tenant ids per query allow."""
+    batch: list[Q] = []
+    size = 0
+    for tenant_ids, condition in parts:
+        if batch and size + len(tenant_ids) > _TOTALS_IDS_PER_QUERY:
+            yield reduce(operator.or_, batch)
+            batch, size = [], 0
+        batch.append(condition)
+        size += len(tenant_ids)
+    if batch:
+        yield reduce(operator.or_, batch)
 
 
 _RAW_SUMS = (

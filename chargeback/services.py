@@ -10,17 +10,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from enum import Enum
 from typing import Any
 
 import msgspec
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
 from chargeback import money
 from chargeback.calendar import add_months, ceil_hour, local_date, local_midnight
 from chargeback.hooks import IngestedRecord, post_ingest_hooks_active, post_ingest_hooks_run
+from chargeback.ingest_counters import ingest_counters_add, ingest_counters_enabled
 from chargeback.models import (
     AllocationRule,
     RerateAudit,
@@ -38,7 +40,7 @@ from chargeback.pricing import (
     normalize_model,
     normalize_provider,
 )
-from chargeback.selectors import statement_tenant_ids, usage_cost_between, usage_totals
+from chargeback.selectors import statement_tenant_ids, usage_cost_between, usage_totals, usage_totals_many
 from chargeback.usage_input import (
     RecordError,
     check_timestamp,
@@ -309,6 +311,11 @@ def usage_records_ingest(
             ]
             chains = tenants.chains
             transaction.on_commit(lambda: post_ingest_hooks_run(ingested, chains))
+        if ingest_counters_enabled():
+            # For /metrics, once the batch is committed (a rolled-back batch counts nothing).
+            counts = {"accepted": result.accepted, "duplicate": result.duplicates,
+                      "conflict": result.conflicts, "rejected": result.rejected}  # fmt: skip
+            transaction.on_commit(lambda: ingest_counters_add(source, counts))
     if result.unpriced:
         unpriced_models = sorted(
             {row[6] for row in rows if row[17] is None and (row[0], row[1]) not in already_stored}
@@ -594,11 +601,20 @@ def shared_cost_allocation(rule: SharedCostRule, period_key: str) -> dict[int, i
     if rule.method == SharedCostRule.Method.EVEN:
         weights = [1] * len(targets)
     else:
-        weights = [
-            usage_cost_between(tenant_ids=statement_tenant_ids(target), start=start, end=end)
-            for target in targets
-        ]
-        weights = [max(weight, 0) for weight in weights]
+        # Each target's usage over what its statement covers (usage_cost_between of
+        # statement_tenant_ids), read for all targets at once.
+        tree = _TenantTree()
+        covers = {target: tree.statement_tenant_ids(target) for target in targets}
+        costs = {
+            key[0]: sums["cost_nanos"]
+            for key, sums in usage_totals(
+                tenant_ids=sorted(set().union(*covers.values())),
+                start=start,
+                end=end,
+                group_by=("tenant_id",),
+            ).items()
+        }
+        weights = [max(sum(costs.get(tenant_id, 0) for tenant_id in covers[target]), 0) for target in targets]
     return dict(zip(targets, money.split_largest_remainder(pool_cents, weights), strict=True))
 
 
@@ -702,7 +718,9 @@ def statement_generate(*, tenant: Tenant, period_key: str, now: datetime | None 
     usage, usage_cost = _usage_lines(
         totals,
         slugs=dict(Tenant.objects.filter(id__in=used).values_list("id", "slug")),
-        unit_prices=_UnitPrices({tenant_id: tenant_ancestor_ids(tenant_id) for tenant_id in used}).at(start, end),
+        unit_prices=_UnitPrices({tenant_id: tenant_ancestor_ids(tenant_id) for tenant_id in used}).at(
+            start, end
+        ),
         markup_percent=lambda: tenant_markup_percent(tenant),
     )
     lines = (
@@ -716,13 +734,13 @@ def statement_generate(*, tenant: Tenant, period_key: str, now: datetime | None 
         .values_list("total_cents", flat=True)
         .first()
     )
-    statement_lines = _statement_fill(
+    rows = _statement_fill(
         statement, tenant, (start, end), lines, usage_cost=usage_cost, previous_total_cents=previous,
         notes=_statement_notes(), now=now,
     )  # fmt: skip
     statement.save()
     statement.lines.all().delete()
-    StatementLine.objects.bulk_create(statement_lines)
+    StatementLine.objects.bulk_create(StatementLine(statement=statement, **row) for row in rows)
     return statement
 
 
@@ -740,9 +758,9 @@ def _statement_fill(
     previous_total_cents: int | None,
     notes: str,
     now: datetime,
-) -> list[StatementLine]:
+) -> list[dict]:
     """Set a draft's fields from its lines (rounded to cents, conserving the rounded total) and
-    return its (unsaved) line rows."""
+    return its line rows (the lines with their position and cents)."""
     cents = money.cents_from_nanos_conserving([line["amount_nanos"] for line in lines])
     statement.period_start, statement.period_end = period
     statement.time_zone = tenant.time_zone
@@ -754,9 +772,66 @@ def _statement_fill(
     statement.notes = notes
     statement.generated_at = now
     return [
-        StatementLine(statement=statement, position=position, amount_cents=amount_cents, **line)
+        {**line, "position": position, "amount_cents": amount_cents}
         for position, (line, amount_cents) in enumerate(zip(lines, cents, strict=True), start=1)
     ]
+
+
+def _statements_insert(statements: list[Statement]) -> None:
+    """Insert new statements and set their ids: on PostgreSQL one COPY and one SELECT of the ids (a
+    tenant has one live statement a month), bulk INSERTs elsewhere."""
+    if not statements:
+        return
+    if connection.vendor != "postgresql":
+        Statement.objects.bulk_create(statements, batch_size=500)
+        return
+    fields = [f for f in Statement._meta.concrete_fields if not f.primary_key]
+    with connection.cursor() as wrapper:
+        with wrapper.cursor.copy(
+            f"COPY {Statement._meta.db_table} ({', '.join(f.column for f in fields)}) FROM STDIN"
+        ) as copy:
+            for statement in statements:
+                copy.write_row([_copy_value(getattr(statement, f.attname)) for f in fields])
+        by_tenant = {statement.tenant_id: statement for statement in statements}
+        wrapper.execute(
+            f"SELECT tenant_id, id FROM {Statement._meta.db_table} WHERE period_key = %s AND status <> %s"
+            " AND tenant_id = ANY(%s)",
+            [statements[0].period_key, Statement.Status.VOID.value, list(by_tenant)],
+        )
+        for tenant_id, statement_id in wrapper.fetchall():
+            by_tenant[tenant_id].pk = statement_id
+    for statement in statements:
+        statement._state.adding, statement._state.db = False, connection.alias
+
+
+def _statement_lines_insert(rows: list[tuple[Statement, list[dict]]]) -> None:
+    """Insert the line rows of saved statements: COPY on PostgreSQL (a statement run writes tens of
+    thousands of lines), bulk INSERTs elsewhere."""
+    if connection.vendor != "postgresql":
+        StatementLine.objects.bulk_create(
+            (StatementLine(statement=statement, **row) for statement, lines in rows for row in lines),
+            batch_size=2000,
+        )
+        return
+    fields = [f for f in StatementLine._meta.concrete_fields if f.attname not in {"id", "statement_id"}]
+    defaults = {f.attname: f.get_default() for f in fields}
+    columns = ", ".join(["statement_id", *(f.column for f in fields)])
+    with (
+        connection.cursor() as wrapper,
+        wrapper.cursor.copy(f"COPY {StatementLine._meta.db_table} ({columns}) FROM STDIN") as copy,
+    ):
+        for statement, lines in rows:
+            for row in lines:
+                copy.write_row(
+                    [
+                        statement.pk,
+                        *(_copy_value(row.get(name, default)) for name, default in defaults.items()),
+                    ]
+                )
+
+
+def _copy_value(value):
+    return value.value if isinstance(value, Enum) else value
 
 
 def _statement_notes() -> str:
@@ -822,19 +897,252 @@ def statement_void(*, statement_id: int, reason: str, now: datetime | None = Non
 
 
 def statements_generate(
-    *, period_key: str, finalize: bool = False, tenant_ids: list[int] | None = None
-) -> list:
-    """Drafts (and optionally final statements) for every billable tenant for a month."""
+    *,
+    period_key: str,
+    finalize: bool = False,
+    tenant_ids: list[int] | None = None,
+    now: datetime | None = None,
+) -> list[Statement]:
+    """Drafts (and optionally final statements) for every billable tenant for a month, by slug.
+
+    The drafts are generated together, in one transaction, and are exactly what statement_generate
+    gives one tenant at a time: the same code builds each statement's lines, from reads done once
+    for all (one usage query per distinct period, i.e. per time zone, rather than several per
+    tenant; shared-cost allocations once per rule; prices once per tenant chain and model) and
+    written in bulk. Finalizing then numbers and renders each draft in turn (statement_finalize).
+    """
     tenants = Tenant.objects.filter(is_billable=True, is_active=True)
     if tenant_ids is not None:
         tenants = tenants.filter(id__in=tenant_ids)
-    statements = []
-    for tenant in tenants.order_by("slug"):
-        statement = statement_generate(tenant=tenant, period_key=period_key)
-        if finalize and statement.status == Statement.Status.DRAFT:
-            statement = statement_finalize(statement_id=statement.pk)
-        statements.append(statement)
+    statements = _statements_draft_many(list(tenants.order_by("slug")), period_key, now or timezone.now())
+    if finalize:
+        statements = [
+            statement_finalize(statement_id=statement.pk)
+            if statement.status == Statement.Status.DRAFT
+            else statement
+            for statement in statements
+        ]
     return statements
+
+
+# Statement fields a regeneration sets (_statement_fill), for bulk updates of existing drafts.
+_DRAFT_FIELDS = (
+    "period_start", "period_end", "time_zone", "total_cents", "usage_cost_nanos", "previous_total_cents",
+    "tenant_name", "billing_email", "issuer_name", "notes", "generated_at",
+)  # fmt: skip
+
+
+class _TenantTree:
+    """Every tenant's parent, slug, billability and markup from one query; ancestor chains and who
+    bills whom are walked in memory (the answers of tenant_ancestor_ids, statement_tenant_ids and
+    tenant_markup_percent, for all tenants at once)."""
+
+    def __init__(self):
+        self.parent: dict[int, int | None] = {}
+        self.slug: dict[int, str] = {}
+        self.markup: dict[int, Decimal | None] = {}
+        self.billable: set[int] = set()
+        self._chains: dict[int, list[int]] = {}
+        self._children: dict[int, list[int]] = {}
+        for tenant_id, parent_id, slug, is_billable, markup in Tenant.objects.values_list(
+            "id", "parent_id", "slug", "is_billable", "markup_percent"
+        ):
+            self.parent[tenant_id], self.slug[tenant_id], self.markup[tenant_id] = parent_id, slug, markup
+            self._children.setdefault(parent_id, []).append(tenant_id)
+            if is_billable:
+                self.billable.add(tenant_id)
+
+    def chain(self, tenant_id: int) -> list[int]:
+        """The tenant, its parent, ..., the root."""
+        chain = self._chains.get(tenant_id)
+        if chain is None:
+            chain, current = [], tenant_id
+            while current is not None and current not in chain:
+                chain.append(current)
+                current = self.parent.get(current)
+            self._chains[tenant_id] = chain
+        return chain
+
+    def statement_tenant_ids(self, tenant_id: int) -> list[int]:
+        """The tenant's subtree less the subtrees of billable tenants below it (statement_tenant_ids)."""
+        found, stack = {tenant_id}, [tenant_id]
+        while stack:
+            for child in self._children.get(stack.pop(), ()):
+                if child not in found and child not in self.billable:
+                    found.add(child)
+                    stack.append(child)
+        return sorted(found)
+
+    def covered(self, exclude: set[int]) -> dict[int, list[int]]:
+        """Billable tenant -> the tenants its statement covers (statement_tenant_ids: those whose
+        nearest billable tenant at or above them it is), less `exclude`."""
+        covered: dict[int, list[int]] = {}
+        for tenant_id in sorted(self.parent):
+            if tenant_id in exclude:
+                continue
+            biller = next((ancestor for ancestor in self.chain(tenant_id) if ancestor in self.billable), None)
+            if biller is not None:
+                covered.setdefault(biller, []).append(tenant_id)
+        return covered
+
+    def markup_percent(self, tenant_id: int) -> Decimal | None:
+        return next((self.markup[a] for a in self.chain(tenant_id) if self.markup.get(a) is not None), None)
+
+
+def _usage_totals_many(
+    covered: dict[int, list[int]], periods: dict[int, tuple[datetime, datetime]], group_by: tuple[str, ...]
+) -> dict[int, dict[tuple, dict[str, int]]]:
+    """usage_totals of many statements (billable tenant -> its period), split back by statement:
+    the tenants each covers, in one scope per distinct period (time zone), read together by
+    usage_totals_many (one rollup query, and one raw-record query for the edges of periods that
+    do not start and end on a UTC hour). `group_by` must start with tenant_id."""
+    by_period: dict[tuple[datetime, datetime], list[int]] = {}
+    owner: dict[int, int] = {}
+    for biller, period in periods.items():
+        tenant_ids = covered.get(biller, ())
+        by_period.setdefault(period, []).extend(tenant_ids)
+        owner.update(dict.fromkeys(tenant_ids, biller))
+    totals: dict[int, dict[tuple, dict[str, int]]] = {biller: {} for biller in periods}
+    scopes = [(sorted(tenant_ids), start, end) for (start, end), tenant_ids in by_period.items()]
+    for key, sums in usage_totals_many(scopes=scopes, group_by=group_by).items():
+        totals[owner[key[0]]][key] = sums
+    return totals
+
+
+def _adjustment_inputs_many(
+    covered: dict[int, list[int]], period_key: str, exclude_ids: dict[int, int | None]
+) -> dict[int, tuple[list[Statement], dict[int, int], dict[str, int]]]:
+    """_adjustment_inputs of many billable tenants (the keys of `exclude_ids`, each with the id of
+    its draft being regenerated, if any), with one usage query per distinct earlier period."""
+    earlier = list(
+        Statement.objects.filter(
+            tenant_id__in=list(exclude_ids),
+            status=Statement.Status.FINALIZED,
+            period_key__lt=period_key,
+            period_key__gte=_adjustment_earliest(period_key),
+        ).order_by("tenant_id", "period_key")
+    )
+    if not earlier:
+        return {}
+    by_month: dict[str, list[Statement]] = {}  # a tenant has one finalized statement a month
+    for statement in earlier:
+        by_month.setdefault(statement.period_key, []).append(statement)
+    now_costs: dict[int, int] = {}
+    for statements in by_month.values():
+        totals = _usage_totals_many(
+            covered,
+            {statement.tenant_id: (statement.period_start, statement.period_end) for statement in statements},
+            ("tenant_id",),
+        )
+        for statement in statements:
+            now_costs[statement.pk] = sum(sums["cost_nanos"] for sums in totals[statement.tenant_id].values())
+    adjusted: dict[int, dict[str, int]] = {}
+    for row in (
+        StatementLine.objects.filter(
+            statement__tenant_id__in={statement.tenant_id for statement in earlier},
+            adjustment_period_key__in={statement.period_key for statement in earlier},
+            kind=StatementLine.Kind.ADJUSTMENT,
+        )
+        .exclude(statement__status=Statement.Status.VOID)
+        .values("statement__tenant_id", "adjustment_period_key", "statement_id")
+        .annotate(total=Sum("amount_nanos"))
+    ):
+        tenant_id = row["statement__tenant_id"]
+        if row["statement_id"] != exclude_ids.get(tenant_id):
+            months = adjusted.setdefault(tenant_id, {})
+            months[row["adjustment_period_key"]] = months.get(row["adjustment_period_key"], 0) + row["total"]
+    inputs: dict[int, tuple[list[Statement], dict[int, int], dict[str, int]]] = {}
+    for statement in earlier:
+        statements, costs, _ = inputs.setdefault(
+            statement.tenant_id, ([], {}, adjusted.get(statement.tenant_id, {}))
+        )
+        statements.append(statement)
+        costs[statement.pk] = now_costs[statement.pk]
+    return inputs
+
+
+@transaction.atomic
+def _statements_draft_many(tenants: list[Tenant], period_key: str, now: datetime) -> list[Statement]:
+    """statement_generate for many billable tenants at once, with batched reads and bulk writes."""
+    if not tenants:
+        return []
+    live = {
+        statement.tenant_id: statement
+        for statement in Statement.objects.select_for_update()
+        .filter(tenant_id__in=[tenant.pk for tenant in tenants], period_key=period_key)
+        .exclude(status=Statement.Status.VOID)
+    }
+    drafts = [
+        tenant
+        for tenant in tenants
+        if tenant.pk not in live or live[tenant.pk].status != Statement.Status.FINALIZED
+    ]
+    replaced: dict[int, Statement] = {}
+    for voided in Statement.objects.filter(
+        tenant_id__in=[tenant.pk for tenant in drafts if tenant.pk not in live],
+        period_key=period_key,
+        status=Statement.Status.VOID,
+    ).order_by("tenant_id", "-voided_at"):
+        replaced.setdefault(voided.tenant_id, voided)
+
+    tree = _TenantTree()
+    covered = tree.covered(exclude=_pool_tenant_ids())
+    periods = {tenant.pk: statement_period(tenant, period_key) for tenant in drafts}
+    totals = _usage_totals_many(covered, periods, _STATEMENT_GROUP_BY)
+    unit_prices = _UnitPrices(
+        {tenant_id: tree.chain(tenant_id) for sums in totals.values() for tenant_id, *_ in sums}
+    )
+    allocations = _shared_allocations(period_key)
+    adjustments = _adjustment_inputs_many(
+        covered,
+        period_key,
+        {tenant.pk: live[tenant.pk].pk if tenant.pk in live else None for tenant in drafts},
+    )
+    previous = dict(
+        Statement.objects.filter(
+            tenant_id__in=[tenant.pk for tenant in drafts], period_key=_previous_period_key(period_key)
+        )
+        .exclude(status=Statement.Status.VOID)
+        .values_list("tenant_id", "total_cents")
+    )
+    notes = _statement_notes()
+
+    created: list[Statement] = []
+    updated: list[Statement] = []
+    statement_lines: list[tuple[Statement, list[dict]]] = []
+    for tenant in drafts:
+        statement = live.get(tenant.pk) or Statement(
+            tenant=tenant, period_key=period_key, replaces=replaced.get(tenant.pk)
+        )
+        statement.tenant = tenant
+        start, end = periods[tenant.pk]
+        usage, usage_cost = _usage_lines(
+            totals[tenant.pk],
+            slugs=tree.slug,
+            unit_prices=unit_prices.at(start, end),
+            markup_percent=lambda tenant_id=tenant.pk: tree.markup_percent(tenant_id),
+        )
+        lines = (
+            usage
+            + _shared_lines(tenant.pk, allocations)
+            + _adjustment_lines(*adjustments.get(tenant.pk, ([], {}, {})))
+        )
+        rows = _statement_fill(
+            statement, tenant, (start, end), lines, usage_cost=usage_cost,
+            previous_total_cents=previous.get(tenant.pk), notes=notes, now=now,
+        )  # fmt: skip
+        statement_lines.append((statement, rows))
+        (updated if statement.pk else created).append(statement)
+    if updated:
+        Statement.objects.bulk_update(updated, _DRAFT_FIELDS, batch_size=500)
+        StatementLine.objects.filter(statement_id__in=[statement.pk for statement in updated]).delete()
+    _statements_insert(created)
+    _statement_lines_insert(statement_lines)
+    for tenant in tenants:
+        if tenant.pk in live:
+            live[tenant.pk].tenant = tenant
+    generated = {statement.tenant_id: statement for statement in created}
+    return [generated.get(tenant.pk) or live[tenant.pk] for tenant in tenants]
 
 
 def statements_monthly_run(*, now: datetime | None = None) -> dict[str, int]:

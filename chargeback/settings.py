@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "tenants",
     "chargeback.apps.ChargebackConfig",
     "budgets.apps.BudgetsConfig",
+    "dashboards",
 ]
 
 MIDDLEWARE = [
@@ -183,6 +184,12 @@ STATEMENT_ISSUER_NAME = env.str("STATEMENT_ISSUER_NAME", default="chargeback")
 STATEMENT_GENERATION_DAY = env.int("STATEMENT_GENERATION_DAY", default=1)
 STATEMENT_AUTO_FINALIZE = env.bool("STATEMENT_AUTO_FINALIZE", default=True)
 STATEMENT_FINALIZE_GRACE_DAYS = env.int("STATEMENT_FINALIZE_GRACE_DAYS", default=3)
+
+# /metrics (Prometheus): empty METRICS_TOKEN leaves it open (as Prometheus expects by default),
+# else scrapers send `Authorization: Bearer <token>`. Each scrape queries the rollups; the answer
+# is shared through the cache for METRICS_CACHE_SECONDS so that several scrapers pay once.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_CACHE_SECONDS = env.int("METRICS_CACHE_SECONDS", default=10)
 
 # Timeout of each outgoing webhook or Slack request of a budget notification.
 NOTIFICATION_HTTP_TIMEOUT_SECONDS = env.float("NOTIFICATION_HTTP_TIMEOUT_SECONDS", default=10.0)

@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from chargeback.api import HealthApi
 from chargeback.integrations_api import OtlpTracesApi
+from chargeback.metrics import metrics_view
 
 api_v1 = [
     path("", include("tenants.urls")),
@@ -13,6 +14,8 @@ api_v1 = [
 
 urlpatterns = [
     path("healthz", HealthApi.as_view(), name="healthz"),
+    # Prometheus scrapes /metrics by default; METRICS_TOKEN protects it with a bearer token.
+    path("metrics", metrics_view, name="metrics"),
     # OTLP/HTTP exporters append /v1/traces to their base endpoint, so it lives at the root.
     path("v1/traces", OtlpTracesApi.as_view(), name="otlp-traces"),
     path("api/v1/", include(api_v1)),
@@ -20,6 +23,8 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
     path("admin/", admin.site.urls),
+    # The pages for people (signed in with a Django user): overview, drill-down, budgets, statements.
+    path("", include("dashboards.urls")),
 ]
 
 handler400 = "chargeback.errors.json_bad_request"

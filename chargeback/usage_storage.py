@@ -93,27 +93,40 @@ def usage_rows_store(rows: Sequence[tuple]) -> set[UsageKey]:
     return {(row[0], row[1]) for row in rows} - inserted
 
 
+_LATENCY_BOUNDS_SQL = f"ARRAY[{', '.join(str(bound) for bound in LATENCY_BUCKET_BOUNDS_MS)}]"
+# What the INSERT ... RETURNING gives back of each new row: what its rollup needs, with the rollup
+# key parts and the latency bucket computed once per row. bisect_left(bounds, latency), the Python
+# bucket, is how many bounds are below latency, i.e. at most latency - 1.
+_RETURNED = (
+    "tenant_id",
+    "event_id",
+    "date_trunc('hour', occurred_at, 'UTC') AS hour",
+    "provider",
+    "model_id",
+    "coalesce(tags->>'feature', '') AS feature",
+    "status",
+    *_TOKEN_COLUMNS,
+    "latency_ms",
+    f"width_bucket(latency_ms - 1, {_LATENCY_BOUNDS_SQL}) AS latency_bucket",
+    "list_cost_nanos",
+    "cost_nanos",
+)
+
+
 def _rollup_from_inserted_sql() -> str:
     """The rollup upsert of the rows an INSERT ... RETURNING gave back (the CTE `inserted`), summed in
     SQL exactly as RollupAccumulator sums them in Python."""
-    bounds = ", ".join(str(bound) for bound in LATENCY_BUCKET_BOUNDS_MS)
-    # bisect_left(bounds, latency): how many bounds are below latency, i.e. at most latency - 1.
-    bucket = f"width_bucket(latency_ms - 1, ARRAY[{bounds}])"
     sums = [
         "count(*)",
         "count(*) FILTER (WHERE cost_nanos IS NULL)",
-        "sum(uncached_input_tokens)",
-        "sum(cached_input_tokens)",
-        "sum(cache_write_tokens)",
-        "sum(output_tokens)",
-        "sum(reasoning_tokens)",
+        *(f"sum({name})" for name in _TOKEN_COLUMNS),
         "coalesce(sum(list_cost_nanos) FILTER (WHERE cost_nanos IS NOT NULL), 0)",
         "coalesce(sum(cost_nanos), 0)",
         "count(latency_ms)",
         "coalesce(sum(latency_ms), 0)",
-        *(f"count(*) FILTER (WHERE {bucket} = {index})" for index in range(len(LATENCY_BUCKET_FIELDS))),
+        *(f"count(*) FILTER (WHERE latency_bucket = {index})" for index in range(len(LATENCY_BUCKET_FIELDS))),
     ]
-    keys = "tenant_id, date_trunc('hour', occurred_at, 'UTC'), provider, model_id, coalesce(tags->>'feature', ''), status"
+    keys = "tenant_id, hour, provider, model_id, feature, status"
     updates = ", ".join(f"{name} = {_ROLLUP_TABLE}.{name} + excluded.{name}" for name in ROLLUP_SUM_COLUMNS)
     return (
         f"INSERT INTO {_ROLLUP_TABLE} ({', '.join((*ROLLUP_KEY_COLUMNS, *ROLLUP_SUM_COLUMNS))})"
@@ -125,19 +138,6 @@ def _rollup_from_inserted_sql() -> str:
 _STAGING_COLUMNS = ", ".join(
     f"{name} {kind}" for name, kind in zip(USAGE_COLUMNS, _POSTGRES_TYPES, strict=True)
 )
-_RETURNED_COLUMNS = (
-    "tenant_id",
-    "event_id",
-    "occurred_at",
-    "provider",
-    "model_id",
-    "tags",
-    "status",
-    *_TOKEN_COLUMNS,
-    "latency_ms",
-    "list_cost_nanos",
-    "cost_nanos",
-)
 # One round trip: insert the new rows (sorted, so that concurrent batches with overlapping keys lock
 # them in the same order), sum exactly those into the rollups (in key order, for the same reason),
 # and return the keys that were not inserted (only those, as new rows are the common case).
@@ -145,7 +145,7 @@ _STORE_SQL = (
     f"WITH inserted AS (INSERT INTO {_USAGE_TABLE} ({', '.join(USAGE_COLUMNS)})"
     f" SELECT {', '.join('tags::jsonb' if name == 'tags' else name for name in USAGE_COLUMNS)}"
     " FROM usage_staging ORDER BY tenant_id, event_id ON CONFLICT (tenant_id, event_id) DO NOTHING"
-    f" RETURNING {', '.join(_RETURNED_COLUMNS)}),"
+    f" RETURNING {', '.join(_RETURNED)}),"
     f" rolled AS ({_rollup_from_inserted_sql()})"
     " SELECT tenant_id, event_id FROM usage_staging EXCEPT ALL SELECT tenant_id, event_id FROM inserted"
 )

@@ -37,11 +37,12 @@ class tags:
     def __init__(self, mapping: Mapping[str, object] | None = None, /, **values: object) -> None:
         merged = {**(mapping or {}), **values}
         self._added = {str(key): str(value) for key, value in merged.items()}
-        self._token: Token[Mapping[str, str]] | None = None
+        # A stack, so that one instance may be entered again inside itself.
+        self._tokens: list[Token[Mapping[str, str]]] = []
 
     def __enter__(self) -> Mapping[str, str]:
         combined = MappingProxyType({**_context_tags.get(), **self._added})
-        self._token = _context_tags.set(combined)
+        self._tokens.append(_context_tags.set(combined))
         return combined
 
     def __exit__(
@@ -50,9 +51,8 @@ class tags:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._token is not None:
-            _context_tags.reset(self._token)
-            self._token = None
+        if self._tokens:
+            _context_tags.reset(self._tokens.pop())
 
 
 class tenant:
@@ -63,10 +63,10 @@ class tenant:
 
     def __init__(self, slug: str) -> None:
         self._slug = slug
-        self._token: Token[str | None] | None = None
+        self._tokens: list[Token[str | None]] = []
 
     def __enter__(self) -> str:
-        self._token = _context_tenant.set(self._slug)
+        self._tokens.append(_context_tenant.set(self._slug))
         return self._slug
 
     def __exit__(
@@ -75,6 +75,5 @@ class tenant:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._token is not None:
-            _context_tenant.reset(self._token)
-            self._token = None
+        if self._tokens:
+            _context_tenant.reset(self._tokens.pop())

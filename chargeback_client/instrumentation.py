@@ -10,7 +10,7 @@ checks, context managers and the SDKs' stream helpers keep working.
 Reporting must never break or slow the call: everything the wrappers do besides calling the SDK
 is guarded, and a failure there is logged and forgotten. What reaches the application — return
 value, exception, stream items — is what the SDK produced, with one documented exception (the
-usage-only chunk this module asks OpenAI for, see `_begin_call`).
+usage-only chunk this module asks OpenAI for, see `_prepare_call`).
 """
 
 from __future__ import annotations
@@ -125,12 +125,15 @@ def instrument(
     return client
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Defaults:
     reporter: Reporter
     provider: str
     tenant: str | None
     tags: dict[str, str]
+    # Turned off for good when the endpoint refuses `stream_options` (an OpenAI-compatible server
+    # or an old Azure API version): those streams then go unreported rather than failing.
+    ask_for_stream_usage: bool = True
 
 
 def _sdk_family(client: object) -> str | None:
@@ -202,75 +205,104 @@ def _event_id(response_id: Any) -> str:
     return suffix
 
 
-def _begin_call(
-    defaults: _Defaults, api: str, kwargs: dict[str, Any], call_tags: Any, call_tenant: Any
-) -> tuple[_Call | None, dict[str, Any], bool]:
-    """The call's record-to-be, and the changes to the SDK keywords it needs; None to pass the call
-    through unobserved (a raw-response call). Also returns whether to hide OpenAI's usage chunk.
+_ABSENT = object()
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """One call about to be made: its record-to-be (None: pass the call through unobserved), and
+    whether `stream_options` was added to the SDK keywords on the caller's behalf."""
+
+    call: _Call | None
+    hide_usage_chunk: bool = False
+    callers_stream_options: Any = _ABSENT
+
+    def refused_stream_usage(self, error: Exception) -> bool:
+        """Whether `error` is the endpoint refusing the `stream_options` added here."""
+        return (
+            self.hide_usage_chunk
+            and getattr(error, "status_code", None) in (400, 422)
+            and "stream_options" in str(error)
+        )
+
+    def withdraw_stream_usage(self, defaults: _Defaults, kwargs: dict[str, Any]) -> None:
+        """Give the caller's `stream_options` back, and stop asking this endpoint for usage."""
+        defaults.ask_for_stream_usage = False
+        self.hide_usage_chunk = False
+        if self.callers_stream_options is _ABSENT:
+            kwargs.pop("stream_options", None)
+        else:
+            kwargs["stream_options"] = self.callers_stream_options
+        logger.warning(
+            "chargeback: the endpoint refused stream_options.include_usage; streamed chat calls of "
+            "this client are not reported from now on"
+        )
+
+
+def _prepare_call(defaults: _Defaults, api: str, kwargs: dict[str, Any]) -> _Prepared:
+    """Take our keywords out of `kwargs`, and prepare the call's record; never raises.
 
     OpenAI Chat Completions streams carry usage only when asked (`stream_options.include_usage`),
     in one extra final chunk with empty `choices`. When the caller did not ask, it is asked for
     here, and that chunk is taken out of what the caller iterates: the caller sees the stream it
     would have seen without instrumentation.
     """
-    extra_headers = kwargs.get("extra_headers")
-    if isinstance(extra_headers, Mapping) and any(
-        str(name).lower() == RAW_RESPONSE_HEADER for name in extra_headers
-    ):
-        return None, {}, False
-    tags = {**defaults.tags, **current_tags()}
-    if isinstance(call_tags, Mapping):
-        tags.update(call_tags)
-    tags, problems = clean_tags(tags)
-    if problems:
-        logger.debug("chargeback: tags adjusted: %s", "; ".join(problems))
-    tenant = call_tenant if isinstance(call_tenant, str) else (current_tenant() or defaults.tenant)
-    model = kwargs.get("model")
-    call = _Call(
-        defaults=defaults,
-        api=api,
-        requested_model=model if isinstance(model, str) else None,
-        tenant=tenant,
-        tags=tags,
-    )
-    keyword_changes: dict[str, Any] = {}
-    hide_usage_chunk = False
-    if api == OPENAI_CHAT and kwargs.get("stream") is True:
-        options = kwargs.get("stream_options")
-        options = dict(options) if isinstance(options, Mapping) else {}
-        if not options.get("include_usage"):
-            keyword_changes["stream_options"] = {**options, "include_usage": True}
-            hide_usage_chunk = True
-    return call, keyword_changes, hide_usage_chunk
-
-
-def _start(defaults: _Defaults, api: str, kwargs: dict[str, Any]) -> tuple[_Call | None, bool]:
-    """Take our keywords out of `kwargs` and prepare the call's record; never raises."""
     # Removed first and unconditionally: the SDK would reject them even if reporting is broken.
     call_tags = kwargs.pop(TAGS_KEYWORD, None)
     call_tenant = kwargs.pop(TENANT_KEYWORD, None)
     try:
-        call, keyword_changes, hide_usage_chunk = _begin_call(defaults, api, kwargs, call_tags, call_tenant)
-        kwargs.update(keyword_changes)
-        return call, hide_usage_chunk
+        extra_headers = kwargs.get("extra_headers")
+        if isinstance(extra_headers, Mapping) and any(
+            str(name).lower() == RAW_RESPONSE_HEADER for name in extra_headers
+        ):
+            return _Prepared(call=None)
+        tags = {**defaults.tags, **current_tags()}
+        if isinstance(call_tags, Mapping):
+            tags.update(call_tags)
+        tags, problems = clean_tags(tags)
+        if problems:
+            logger.debug("chargeback: tags adjusted: %s", "; ".join(problems))
+        model = kwargs.get("model")
+        prepared = _Prepared(
+            call=_Call(
+                defaults=defaults,
+                api=api,
+                requested_model=model if isinstance(model, str) else None,
+                tenant=call_tenant if isinstance(call_tenant, str) else (current_tenant() or defaults.tenant),
+                tags=tags,
+            )
+        )
+        if api == OPENAI_CHAT and kwargs.get("stream") is True and defaults.ask_for_stream_usage:
+            options = kwargs.get("stream_options", _ABSENT)
+            given = dict(options) if isinstance(options, Mapping) else {}
+            if not given.get("include_usage"):
+                prepared.callers_stream_options = options
+                prepared.hide_usage_chunk = True
+                kwargs["stream_options"] = {**given, "include_usage": True}
+        return prepared
     except Exception:
         logger.exception("chargeback: could not prepare the report of an LLM call")
-        return None, False
+        return _Prepared(call=None)
 
 
 def _wrap_sync_method(original: Callable[..., Any], defaults: _Defaults, api: str) -> Callable[..., Any]:
     @functools.wraps(original)
     def reporting_call(*args: Any, **kwargs: Any) -> Any:
-        call, hide_usage_chunk = _start(defaults, api, kwargs)
+        prepared = _prepare_call(defaults, api, kwargs)
         try:
-            result = original(*args, **kwargs)
+            try:
+                result = original(*args, **kwargs)
+            except Exception as error:
+                if not prepared.refused_stream_usage(error):
+                    raise
+                # Refused before anything was generated (not billed): make the caller's own call.
+                prepared.withdraw_stream_usage(defaults, kwargs)
+                result = original(*args, **kwargs)
         except Exception:
-            if call is not None:
-                call.report(model=None, usage=None, response_id=None, status="error")
+            if prepared.call is not None:
+                prepared.call.report(model=None, usage=None, response_id=None, status="error")
             raise
-        if call is None:
-            return result
-        return _observe_result(call, result, kwargs, hide_usage_chunk)
+        return _observe_result(prepared, result, kwargs)
 
     return reporting_call
 
@@ -278,16 +310,20 @@ def _wrap_sync_method(original: Callable[..., Any], defaults: _Defaults, api: st
 def _wrap_async_method(original: Callable[..., Any], defaults: _Defaults, api: str) -> Callable[..., Any]:
     @functools.wraps(original)
     async def reporting_call(*args: Any, **kwargs: Any) -> Any:
-        call, hide_usage_chunk = _start(defaults, api, kwargs)
+        prepared = _prepare_call(defaults, api, kwargs)
         try:
-            result = await original(*args, **kwargs)
+            try:
+                result = await original(*args, **kwargs)
+            except Exception as error:
+                if not prepared.refused_stream_usage(error):
+                    raise
+                prepared.withdraw_stream_usage(defaults, kwargs)
+                result = await original(*args, **kwargs)
         except Exception:
-            if call is not None:
-                call.report(model=None, usage=None, response_id=None, status="error")
+            if prepared.call is not None:
+                prepared.call.report(model=None, usage=None, response_id=None, status="error")
             raise
-        if call is None:
-            return result
-        return _observe_result(call, result, kwargs, hide_usage_chunk)
+        return _observe_result(prepared, result, kwargs)
 
     return reporting_call
 
@@ -299,7 +335,7 @@ def _wrap_stream_manager_method(
 
     @functools.wraps(original)
     def reporting_call(*args: Any, **kwargs: Any) -> Any:
-        call, _ = _start(defaults, api, kwargs)
+        call = _prepare_call(defaults, api, kwargs).call
         manager = original(*args, **kwargs)
         if call is not None and (hasattr(type(manager), "__enter__") or hasattr(type(manager), "__aenter__")):
             try:
@@ -311,11 +347,14 @@ def _wrap_stream_manager_method(
     return reporting_call
 
 
-def _observe_result(call: _Call, result: Any, kwargs: Mapping[str, Any], hide_usage_chunk: bool) -> Any:
+def _observe_result(prepared: _Prepared, result: Any, kwargs: Mapping[str, Any]) -> Any:
     """The SDK's result, returned as it is (a stream: being watched); never raises."""
+    call = prepared.call
+    if call is None:
+        return result
     try:
         if kwargs.get("stream") is True and _is_stream(result):
-            watcher = _StreamWatcher(call, hide_usage_chunk=hide_usage_chunk)
+            watcher = _StreamWatcher(call, hide_usage_chunk=prepared.hide_usage_chunk)
             _attach(result, watcher, finalize=True)
             return result
         call.report(
@@ -389,6 +428,8 @@ class _StreamWatcher:
     def _see_responses_event(self, event: Any) -> None:
         # response.created / in_progress / completed / incomplete / failed all carry the response;
         # usage is set on the last three (an incomplete response is billed like a complete one).
+        if getattr(event, "type", None) == "error":
+            self.failed = True
         response = getattr(event, "response", None)
         if response is None:
             return

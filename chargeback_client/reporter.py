@@ -289,6 +289,11 @@ class Reporter:
                 target = self._queued_total
                 if self._settled_total >= target:
                     return True
+                if self._thread is None or not self._thread.is_alive():
+                    # Nothing would ever send the queue (the thread could not start): do not wait.
+                    self._start_thread_locked()
+                    if self._thread is None or not self._thread.is_alive():
+                        return False
                 self._flush_target = max(self._flush_target, target)
                 self._condition.notify_all()
                 return self._condition.wait_for(lambda: self._settled_total >= target, timeout)

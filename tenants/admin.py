@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 
-from tenants.models import ApiKey, Tenant
+from tenants.models import ApiKey, Tenant, TenantMembership
 from tenants.services import api_key_create, api_key_revoke, tenant_check_parent, tenant_save
 
 
@@ -85,3 +85,13 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def revoke(self, request, queryset):
         for api_key in queryset:
             api_key_revoke(api_key=api_key)
+
+
+@admin.register(TenantMembership)
+class TenantMembershipAdmin(admin.ModelAdmin):
+    """Who may see which tenant's pages (with everything below it); staff users see every tenant."""
+
+    list_display = ["user", "tenant", "created_at"]
+    list_filter = ["tenant"]
+    search_fields = ["user__username", "user__email", "tenant__slug", "tenant__name"]
+    autocomplete_fields = ["user", "tenant"]

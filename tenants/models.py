@@ -1,5 +1,6 @@
 import zoneinfo
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
@@ -77,3 +78,25 @@ class ApiKey(models.Model):
     @property
     def is_global(self) -> bool:
         return self.tenant_id is None
+
+
+class TenantMembership(models.Model):
+    """A person's access to a tenant's pages: that tenant and every tenant below it.
+
+    Staff users see every tenant without memberships; a user with none sees nothing.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tenant_memberships"
+    )
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["user", "tenant__slug"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "tenant"], name="membership_user_tenant_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} → {self.tenant}"

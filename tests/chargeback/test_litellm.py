@@ -77,7 +77,12 @@ def run_litellm_calls(litellm, *, log_format):
             assert len(logger.log_queue) == 2
             await logger.async_send_batch()
         finally:
-            litellm.callbacks = []
+            # Closing the logger's keep-alive connections lets the live server's request threads
+            # end, and with them their database connections (the test database is dropped later).
+            await logger.async_httpx_client.close()
+            # LiteLLM copies `callbacks` into its own success and failure lists; clear them all so
+            # the next test's logger is the only one.
+            litellm.logging_callback_manager._reset_all_callbacks()
 
     asyncio.run(calls())
 

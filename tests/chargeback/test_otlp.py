@@ -424,3 +424,27 @@ def test_keys_are_checked_like_everywhere_else(endpoint, recording, org):
     rejected = OTLPSpanExporter(endpoint=endpoint, headers={"Authorization": "Bearer cbk_wrong"}, timeout=5)
     assert rejected.export(recording.spans()) == SpanExportResult.FAILURE
     assert UsageRecord.objects.count() == 0
+
+
+def test_large_exports_are_stored_in_slices_and_name_the_rejected_span(recording, endpoint, secret, settings):
+    settings.INGEST_MAX_RECORDS = 2
+    spans = [recording.span({**OPENAI_CHAT, "gen_ai.usage.output_tokens": 100 + index}) for index in range(4)]
+    bad = recording.span({**OPENAI_CHAT, "gen_ai.usage.reasoning.output_tokens": 999})
+    recording.span({**OPENAI_CHAT, "gen_ai.usage.output_tokens": 500})
+
+    status, headers, response = post_protobuf(endpoint, recording.spans(), secret)
+
+    assert status == 200
+    assert headers["X-Chargeback-Accepted-Spans"] == "5"
+    assert response.partial_success.rejected_spans == 1
+    assert response.partial_success.error_message.startswith(f"1 GenAI span(s) rejected: {event_id(bad)}: ")
+    assert UsageRecord.objects.filter(event_id__in=[event_id(span) for span in spans]).count() == 4
+
+
+def test_spans_of_unknown_models_are_stored_with_a_warning(recording, endpoint, secret):
+    recording.span({**OPENAI_CHAT, "gen_ai.response.model": "in-house-llm-7"})
+    status, _, response = post_protobuf(endpoint, recording.spans(), secret)
+    assert status == 200
+    assert response.partial_success.rejected_spans == 0
+    assert "without a known price" in response.partial_success.error_message
+    assert UsageRecord.objects.get().cost_nanos is None

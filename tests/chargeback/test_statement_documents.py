@@ -72,12 +72,17 @@ def statement_with_lines(tenant, lines=LINES, **fields):
         "billing_email": tenant.billing_email,
         **fields,
     }
+    # Lines go onto a draft, which is then issued in one save, as finalization does: PostgreSQL's
+    # trigger refuses any change to a finalized statement or its lines.
+    issued = {name: fields.pop(name) for name in ("status", "number", "finalized_at") if name in fields}
     statement = StatementFactory(tenant=tenant, **fields)
     for position, line in enumerate(lines, start=1):
         StatementLineFactory(
             statement=statement, position=position, amount_nanos=line["amount_cents"] * 10**7, **line
         )
     statement.total_cents = sum(line["amount_cents"] for line in lines)
+    for name, value in issued.items():
+        setattr(statement, name, value)
     statement.save()
     return statement
 

@@ -350,8 +350,10 @@ def _serve(server: ThreadingHTTPServer) -> threading.Thread:
 class StubLLM:
     """OpenAI (`/v1/chat/completions`, `/v1/responses`) and Anthropic (`/v1/messages`) on loopback.
 
-    A request for the model "error" gets a 400 in the provider's error format; the header
-    X-Stub-Scenario: fail-midway makes an Anthropic stream end in an `error` event.
+    A request for the model "error" gets a 400 in the provider's error format. The header
+    X-Stub-Scenario: fail-midway makes an Anthropic stream end in an `error` event;
+    X-Stub-Scenario: no-stream-options makes chat completions refuse `stream_options` (as some
+    OpenAI-compatible servers do).
     """
 
     def __init__(self) -> None:
@@ -367,6 +369,13 @@ class StubLLM:
                 if self.path == "/v1/chat/completions":
                     if model not in CHAT_MODELS:
                         return self._openai_error(model)
+                    if (
+                        "stream_options" in payload
+                        and self.headers.get(SCENARIO_HEADER) == "no-stream-options"
+                    ):
+                        return self._openai_error(
+                            model, "Unrecognized request argument supplied: stream_options"
+                        )
                     if streaming:
                         include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
                         return self._answer(
@@ -396,10 +405,11 @@ class StubLLM:
                     return self._answer(200, json.dumps(anthropic_message(model)).encode())
                 return self._answer(404, b'{"error": {"message": "no such path"}}')
 
-            def _openai_error(self, model: Any) -> None:
+            def _openai_error(self, model: Any, message: str | None = None) -> None:
                 error = {
                     "error": {
-                        "message": f"The model `{model}` does not exist or you do not have access to it.",
+                        "message": message
+                        or f"The model `{model}` does not exist or you do not have access to it.",
                         "type": "invalid_request_error",
                         "param": None,
                         "code": "model_not_found",

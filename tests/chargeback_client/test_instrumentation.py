@@ -137,6 +137,37 @@ def test_openai_chat_stream_keeps_the_usage_chunk_the_caller_asked_for(
     assert buckets_of(only_row()) == O4_MINI_CHAT
 
 
+def test_an_endpoint_refusing_stream_options_still_streams_and_is_not_asked_again(
+    ingest_account, make_reporter, stub_llm, caplog
+):
+    reporter = make_reporter(ingest_account.service_url, ingest_account.api_key)
+    client = chargeback_client.instrument(
+        openai.OpenAI(
+            base_url=stub_llm.url + "/v1",
+            api_key="sk-test",
+            max_retries=0,
+            default_headers={SCENARIO_HEADER: "no-stream-options"},
+        ),
+        reporter,
+    )
+
+    texts = [
+        "".join(
+            chunk.choices[0].delta.content or ""
+            for chunk in client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, stream=True)
+        )
+        for _ in range(2)
+    ]
+
+    assert texts == [REPLY_TEXT, REPLY_TEXT]
+    # Refused once, then the caller's own request; the next call is not asked for usage at all.
+    assert ["stream_options" in request.body for request in stub_llm.requests] == [True, False, False]
+    assert reporter.flush(timeout=30)
+    assert reporter.stats()["calls_without_usage"] == 2
+    assert not UsageRecord.objects.exists()
+    assert len([record for record in caplog.records if "refused stream_options" in record.getMessage()]) == 1
+
+
 def test_openai_chat_stream_helper_is_reported_once(ingest_account, make_reporter, openai_client):
     reporter = make_reporter(ingest_account.service_url, ingest_account.api_key)
     client = chargeback_client.instrument(openai_client, reporter)

@@ -1,0 +1,336 @@
+"""The pages: thin views over dashboards.selectors. Every page needs a signed-in user and shows only
+the tenants that user may see (tenants.scoping); a tenant or statement outside them is a 404."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.apps import apps
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from chargeback.calendar import local_date
+from chargeback.costs import GRANULARITIES, CostQueryError, cost_query_for, cost_result_as_dict, costs_query
+from chargeback.costs_api import CostsCsvRenderer
+from chargeback.filters import TAG_PARAMETER
+from chargeback.models import Statement
+from dashboards import selectors
+from dashboards.filters import STACK_DIMENSIONS, PageFilters, page_filters_from
+
+GRANULARITY_CHOICES = [
+    ("", "Automatic"),
+    *((name, name.capitalize()) for name in GRANULARITIES if name != "total"),
+]
+STACK_CHOICES = [(name, selectors.dimension_title(name)) for name in STACK_DIMENSIONS]
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "pages/login.html"
+    redirect_authenticated_user = True
+    next_page = "dashboards:overview"
+
+
+class LogoutView(auth_views.LogoutView):
+    next_page = "dashboards:login"
+
+
+def _page_context(request, filters: PageFilters, query, tenants, *, now, show_tenant_filter: bool) -> dict:
+    """What the shared layout and the filter bar need."""
+    # On a tenant's page the path names the tenant, so its links leave it out of the query string.
+    link_filters = filters if show_tenant_filter else filters.with_changes(tenant="")
+    today = local_date(now, query.time_zone)
+    presets = [
+        (
+            f"Last {days} days",
+            request.path
+            + link_filters.with_changes(
+                start=(today - timedelta(days=days - 1)).isoformat(),
+                end=(today + timedelta(days=1)).isoformat(),
+                granularity="",
+                page=1,
+            ).query_string(),
+        )
+        for days in (7, 30, 90)
+    ]
+    return {
+        "presets": presets,
+        "first_day": local_date(query.start, query.time_zone),
+        "last_day": local_date(query.end - timedelta(microseconds=1), query.time_zone),
+        "filters": filters,
+        "query": query,
+        "choices": selectors.filter_choices(query, tenants),
+        "granularity_choices": GRANULARITY_CHOICES,
+        "stack_choices": STACK_CHOICES,
+        "show_tenant_filter": show_tenant_filter,
+        "extra_tags": sorted(filters.extra_tags.items()),
+        "remove_tag_links": [
+            (
+                key,
+                value or selectors.UNTAGGED_LABEL,
+                request.path + link_filters.with_tag(key, None).query_string(),
+            )
+            for key, value in sorted(filters.extra_tags.items())
+        ],
+        "feature_value": filters.tags.get("feature"),
+        "feature_untagged": filters.tags.get("feature") == "",
+        "remove_untagged_feature_link": request.path + link_filters.with_tag("feature", None).query_string(),
+        "reset_link": request.path,
+        "navigation_query": filters.with_changes(
+            page=1, tenant="", tags={}, model="", provider=""
+        ).query_string(),
+    }
+
+
+def _chart_csv_links(filters: PageFilters, query) -> dict:
+    """CSV of what the charts show: cost by the stacked dimension, and totals, per bucket."""
+    csv_url = reverse("dashboards:costs-csv")
+    return {
+        "stacked_csv_link": f"{csv_url}?{filters.api_parameters(granularity=query.granularity, group_by=(filters.stack,))}",
+        "totals_csv_link": f"{csv_url}?{filters.api_parameters(granularity=query.granularity, group_by=())}",
+    }
+
+
+def _error_page(request, template: str, filters: PageFilters, error: CostQueryError, **extra):
+    """The page with its filter bar and the reason, for a range or zone the costs query refuses."""
+    context = {
+        "filters": filters,
+        "query": None,
+        "error": error.message,
+        "granularity_choices": GRANULARITY_CHOICES,
+        "stack_choices": STACK_CHOICES,
+        "reset_link": request.path,
+        "navigation_query": "",
+        **extra,
+    }
+    return render(request, template, context, status=400)
+
+
+@login_required
+@require_GET
+def overview(request):
+    filters = page_filters_from(request.GET)
+    now = timezone.now()
+    try:
+        query = selectors.page_cost_query(principal=request.user, filters=filters, now=now)
+        trends = selectors.cost_trends(query, stack=filters.stack)
+        tenants = selectors.visible_tenants(principal=request.user)
+        tables = [
+            selectors.breakdown(
+                query,
+                "tenant",
+                title="Top tenants (own usage)",
+                link_for=lambda slug: (
+                    reverse("dashboards:tenant", args=[slug]) + filters.query_string(tenant="", page=1)
+                ),
+                limit=selectors.TOP_ROWS,
+                filters=filters,
+            ),
+            # A feature or model links to this page narrowed to it.
+            selectors.breakdown(
+                query,
+                "tag.feature",
+                title="Top features",
+                link_for=lambda value: request.path + filters.with_tag("feature", value).query_string(),
+                limit=selectors.TOP_ROWS,
+                filters=filters,
+            ),
+            selectors.breakdown(
+                query,
+                "model",
+                title="Top models",
+                link_for=lambda value: (
+                    request.path + filters.with_changes(model=value, page=1).query_string()
+                ),
+                limit=selectors.TOP_ROWS,
+                filters=filters,
+            ),
+        ]
+    except CostQueryError as error:
+        return _error_page(request, "pages/overview.html", filters, error)
+    context = _page_context(request, filters, query, tenants, now=now, show_tenant_filter=True)
+    context.update(
+        {
+            "page_title": "Overview",
+            "trends": trends,
+            "breakdowns": tables,
+            "budgets": selectors.budget_views(principal=request.user, now=now, tenant_ids=query.tenant_ids),
+            "anomalies_available": apps.is_installed("insights"),
+            "anomalies": selectors.anomaly_summaries(
+                principal=request.user, start=query.start, end=query.end
+            ),
+            **_chart_csv_links(filters, query),
+        }
+    )
+    return render(request, "pages/overview.html", context)
+
+
+@login_required
+@require_GET
+def tenant_drill_down(request, slug: str | None = None):
+    """A tenant and what is below it: child tenants and features, then models, prompt templates
+    and finally the records themselves. Without a slug: the visible top-level tenants."""
+    tenant = None
+    if slug is not None:
+        tenant = selectors.tenant_visible_get(principal=request.user, slug=slug)
+        if tenant is None:
+            raise Http404("No such tenant.")
+    filters = page_filters_from(request.GET, tenant=tenant.slug if tenant else "")
+    if tenant is None:
+        # The index lists tenants; the feature/model steps belong to one tenant's page.
+        filters = filters.with_changes(tenant="")
+    now = timezone.now()
+    path = request.path
+    try:
+        query = selectors.page_cost_query(principal=request.user, filters=filters, now=now)
+        trends = selectors.cost_trends(query, stack=filters.stack)
+        tenants = selectors.visible_tenants(principal=request.user)
+        next_dimension = selectors.drill_next_dimension(filters)
+        tables = []
+        if next_dimension == "tag.feature":
+            tables.append(selectors.tenant_breakdown(query, root=tenant, tenants=tenants, filters=filters))
+        if tenant is not None and next_dimension is not None:
+            tables.append(selectors.drill_breakdown(query, next_dimension, path=path, filters=filters))
+        records = (
+            selectors.usage_record_page(query, page=filters.page)
+            if tenant is not None and next_dimension is None
+            else None
+        )
+    except CostQueryError as error:
+        return _error_page(request, "pages/tenant.html", filters, error, tenant=tenant)
+    steps = selectors.drill_steps(path, filters) if tenant else []
+    heading = tenant.name if tenant else "Tenants"
+    if steps:
+        heading = f"{heading} · {' · '.join(step.label for step in steps)}"
+    context = _page_context(request, filters, query, tenants, now=now, show_tenant_filter=tenant is None)
+    context.update(
+        {
+            "page_title": heading,
+            "heading": heading,
+            "tenant": tenant,
+            "breadcrumbs": selectors.tenant_breadcrumbs(tenant, tenants, filters) if tenant else [],
+            "tenant_link": path + filters.with_changes(tenant="", model="", page=1, tags={}).query_string()
+            if tenant
+            else "",
+            "steps": steps,
+            "trends": trends,
+            "breakdowns": tables,
+            "records": records,
+            "records_query": {
+                "previous": filters.query_string(tenant="", page=records.previous_page_number())
+                if records is not None and records.has_previous()
+                else "",
+                "next": filters.query_string(tenant="", page=records.next_page_number())
+                if records is not None and records.has_next()
+                else "",
+            },
+            **_chart_csv_links(filters, query),
+        }
+    )
+    return render(request, "pages/tenant.html", context)
+
+
+@login_required
+@require_GET
+def budgets_page(request):
+    views = selectors.budget_views(principal=request.user, now=timezone.now())
+    return render(
+        request,
+        "pages/budgets.html",
+        {"page_title": "Budgets", "budgets": views, "navigation_query": ""},
+    )
+
+
+@login_required
+@require_GET
+def statements_page(request):
+    status = request.GET.get("status", "")
+    status = status if status in Statement.Status.values else ""
+    try:
+        page = int(request.GET.get("page", "1"))
+    except ValueError:
+        page = 1
+    statements = selectors.statement_page(principal=request.user, page=page, status=status)
+    return render(
+        request,
+        "pages/statements.html",
+        {
+            "page_title": "Statements",
+            "statements": statements,
+            "status": status,
+            "status_choices": Statement.Status.choices,
+            "navigation_query": "",
+        },
+    )
+
+
+def _statement_filename(statement: Statement) -> str:
+    return statement.number or f"draft-{statement.tenant.slug}-{statement.period_key}"
+
+
+@login_required
+@require_GET
+def statement_pdf(request, pk: int):
+    from chargeback.statement_documents import statement_pdf_render
+
+    statement = selectors.statement_visible_get(principal=request.user, statement_id=pk)
+    if statement is None:
+        raise Http404("No such statement.")
+    pdf = bytes(statement.pdf) if statement.pdf else statement_pdf_render(statement)
+    response = HttpResponse(pdf, content_type="application/pdf")
+    response["Content-Disposition"] = f'inline; filename="{_statement_filename(statement)}.pdf"'
+    return response
+
+
+@login_required
+@require_GET
+def statement_csv(request, pk: int):
+    from chargeback.statement_documents import statement_csv as statement_csv_text
+
+    statement = selectors.statement_visible_get(principal=request.user, statement_id=pk)
+    if statement is None:
+        raise Http404("No such statement.")
+    response = HttpResponse(statement_csv_text(statement), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{_statement_filename(statement)}.csv"'
+    return response
+
+
+@login_required
+@require_GET
+def costs_csv(request):
+    """`/api/v1/costs/` as CSV for a signed-in person: the same parameters, query and renderer."""
+    parameters = request.GET
+    tags = {}
+    for name, value in parameters.items():
+        match = TAG_PARAMETER.match(name)
+        if match:
+            tags[match.group(1)] = value
+    granularity = parameters.get("granularity", "day")
+    try:
+        query = cost_query_for(
+            principal=request.user,
+            now=timezone.now(),
+            start=parameters.get("start", ""),
+            end=parameters.get("end", ""),
+            granularity=granularity,
+            time_zone=parameters.get("tz", ""),
+            group_by=parameters.get("group_by", ""),
+            tenant=parameters.get("tenant", ""),
+            provider=parameters.get("provider", ""),
+            model=parameters.get("model", ""),
+            status=parameters.get("status", ""),
+            tags=tags,
+        )
+        result = costs_query(query)
+    except CostQueryError as error:
+        return HttpResponseBadRequest(
+            f"{error.code}: {error.message}\n", content_type="text/plain; charset=utf-8"
+        )
+    body = CostsCsvRenderer().render(cost_result_as_dict(result))
+    response = HttpResponse(body, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="costs.csv"'
+    return response
