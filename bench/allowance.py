@@ -16,6 +16,12 @@ What it measures
     must come from the Redis counters (`"source": "counters"`); the count of each source seen is
     printed and the script exits non-zero otherwise.
 
+    With the server saturated by 50 clients, latency is mostly queueing, so both percentiles
+    scale with the CPU a request costs the server. That CPU (user + system time of the gunicorn
+    workers from /proc, divided by the requests answered) is printed per endpoint as well: it is
+    far less disturbed than latency by other work on the machine, and the load average at the end
+    says how much of that there was.
+
 Load generator
     `wrk` (Debian: `apt-get install -y wrk`) when it is on PATH: a C load generator (2 threads by
     default) that costs the server far less CPU than a Python client would on a 2-core machine.
@@ -29,9 +35,13 @@ Server
     `gunicorn chargeback.wsgi` (the server the README recommends) on 127.0.0.1 with the gthread
     worker, 2 workers x 4 threads by default: one process per core, and a few threads each so
     that one request's database or Redis round trip overlaps another's Python work; gthread also
-    keeps the clients' connections alive (the sync worker closes each after one request, so every
-    request would pay a TCP handshake). CONN_MAX_AGE=600 keeps database connections per thread.
-    `--workers`, `--threads` and `--worker-class` change this.
+    keeps the clients' connections alive, as a gateway's HTTP client would (the sync worker closes
+    each after one request, so every request would pay a TCP handshake). `--reuse-port` (on by
+    default) gives each worker its own listening socket and lets the kernel spread the
+    connections evenly; on one shared socket, whichever worker wakes first takes a burst of the
+    50 keep-alive connections and keeps them for the whole run, and the split differs from run
+    to run. CONN_MAX_AGE=600 keeps a database connection per thread. `--workers`, `--threads`,
+    `--worker-class` and `--no-reuse-port` change this.
 
 Data
     Its own PostgreSQL database (`chargeback_bench_allowance`, dropped and recreated at each run,

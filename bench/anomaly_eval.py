@@ -288,7 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     results = evaluate(args.tenants, args.seed)
     overall: dict[str, Tally] = {}
-    for method, names in ((METHOD_SEASONAL, "seasonal detector"), (METHOD_ZSCORE, "rolling z-score, 3 sigma")):
+    for method, names in (
+        (METHOD_SEASONAL, "seasonal detector"),
+        (METHOD_ZSCORE, "rolling z-score, 3 sigma"),
+    ):
         pooled = {kind: Tally() for kind in TYPES}
         for granularity in (HOUR, DAY):
             tallies = results[method][granularity]
@@ -296,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
             for kind, tally in tallies.items():
                 total.add(tally)
                 pooled[kind].add(tally)
-            report(f"{names}: {granularity}ly series", {**tallies, "overall": total})
+            report(f"{names}: {"hourly" if granularity == HOUR else "daily"} series", {**tallies, "overall": total})
         total = Tally()
         for tally in pooled.values():
             total.add(tally)
@@ -310,8 +313,12 @@ def main(argv: list[str] | None = None) -> int:
         f"(difference {ours.f1 - baseline.f1:+.3f}); seasonal false alerts per tenant-month {false_rate:.2f}"
     )
     passed = ours.f1 >= 0.8 and ours.f1 - baseline.f1 >= 0.3 and false_rate < 1
-    print(f"Targets (F1 >= 0.8, >= 0.3 above z-score, < 1 false alert per tenant-month): {'met' if passed else 'NOT met'}")
-    print(f"({args.tenants} tenants per type and granularity, seed {args.seed}, {time.perf_counter() - started:.0f} s)")
+    print(
+        f"Targets (F1 >= 0.8, >= 0.3 above z-score, < 1 false alert per tenant-month): {'met' if passed else 'NOT met'}"
+    )
+    print(
+        f"({args.tenants} tenants per type and granularity, seed {args.seed}, {time.perf_counter() - started:.0f} s)"
+    )
     return 0 if passed else 1
 
 

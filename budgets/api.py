@@ -11,6 +11,8 @@ from budgets.serializers import (
     AllowanceResponseSerializer,
     BudgetSerializer,
     BudgetStatusSerializer,
+    allowance_request_fast,
+    allowance_response_data,
 )
 from budgets.services import budget_delete, budget_save
 from chargeback import money
@@ -119,9 +121,11 @@ class AllowanceApi(generics.GenericAPIView):
     permission_classes = [HasIngestOrReadScope]
 
     def post(self, request):
-        serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = allowance_request_fast(request.data)
+        if data is None:  # unusual or invalid: the serializer decides, and words the errors
+            serializer = self.get_serializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            data = serializer.validated_data
         tenant_id = self._tenant_id(request.auth, data.get("tenant"))
         provider = normalize_provider(data["provider"]) if data["provider"] else ""
         model_id = model_id_for(provider, data["model"]) if data["model"] else ""
@@ -135,7 +139,7 @@ class AllowanceApi(generics.GenericAPIView):
             now=timezone.now(),
         )
         decision.estimated_cost_nanos = estimate
-        return Response(AllowanceResponseSerializer(decision).data)
+        return Response(allowance_response_data(decision))
 
     @staticmethod
     def _tenant_id(api_key, slug: str | None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import logging
@@ -516,6 +517,12 @@ class _UnitPrices:
         return unit_prices
 
 
+@functools.lru_cache(maxsize=4096)
+def _unit_price_text(attos_per_token: int) -> str:
+    """USD per million tokens, as a statement line shows it."""
+    return money.nanos_to_str(money.attos_to_nanos(attos_per_token * 10**6))
+
+
 def _usage_lines(
     totals: dict[tuple, dict[str, int]],
     *,
@@ -554,7 +561,7 @@ def _usage_lines(
             bucket_total += amount
             lines.append({**common, "kind": StatementLine.Kind.USAGE, "description": f"{provider} {model} {label}",
                           "token_type": token_type, "quantity": quantity, "unit": "tokens",
-                          "unit_price": money.nanos_to_str(money.attos_to_nanos(attos * 10**6)),
+                          "unit_price": _unit_price_text(attos),
                           "unit_scale": 10**6, "amount_nanos": amount})  # fmt: skip
         lines[-1]["requests"] = sums["requests"]
         difference = sums["list_cost_nanos"] - bucket_total
@@ -813,21 +820,19 @@ def _statement_lines_insert(rows: list[tuple[Statement, list[dict]]]) -> None:
             batch_size=2000,
         )
         return
-    fields = [f for f in StatementLine._meta.concrete_fields if f.attname not in {"id", "statement_id"}]
+    fields = [f for f in StatementLine._meta.concrete_fields if f.attname != "id"]
+    # Every column's default, in column order: {**defaults, **row} lists a row's values in that order.
     defaults = {f.attname: f.get_default() for f in fields}
-    columns = ", ".join(["statement_id", *(f.column for f in fields)])
+    columns = ", ".join(f.column for f in fields)
     with (
         connection.cursor() as wrapper,
         wrapper.cursor.copy(f"COPY {StatementLine._meta.db_table} ({columns}) FROM STDIN") as copy,
     ):
         for statement, lines in rows:
             for row in lines:
-                copy.write_row(
-                    [
-                        statement.pk,
-                        *(_copy_value(row.get(name, default)) for name, default in defaults.items()),
-                    ]
-                )
+                values = {**defaults, **row, "statement_id": statement.pk}
+                values["kind"] = _copy_value(values["kind"])
+                copy.write_row(tuple(values.values()))
 
 
 def _copy_value(value):
@@ -907,9 +912,11 @@ def statements_generate(
 
     The drafts are generated together, in one transaction, and are exactly what statement_generate
     gives one tenant at a time: the same code builds each statement's lines, from reads done once
-    for all (one usage query per distinct period, i.e. per time zone, rather than several per
-    tenant; shared-cost allocations once per rule; prices once per tenant chain and model) and
-    written in bulk. Finalizing then numbers and renders each draft in turn (statement_finalize).
+    for all (one rollup query for every tenant's month, whatever its zone, plus one raw-record query
+    for the partial edge hours of zones whose months do not start on a UTC hour, rather than
+    several queries per tenant; shared-cost allocations once per rule; the tenant tree in one
+    query; prices once per tenant chain and model) and written in bulk (COPY on PostgreSQL).
+    Finalizing then numbers and renders each draft in turn (statement_finalize).
     """
     tenants = Tenant.objects.filter(is_billable=True, is_active=True)
     if tenant_ids is not None:
@@ -1013,7 +1020,7 @@ def _adjustment_inputs_many(
     covered: dict[int, list[int]], period_key: str, exclude_ids: dict[int, int | None]
 ) -> dict[int, tuple[list[Statement], dict[int, int], dict[str, int]]]:
     """_adjustment_inputs of many billable tenants (the keys of `exclude_ids`, each with the id of
-    its draft being regenerated, if any), with one usage query per distinct earlier period."""
+    its draft being regenerated, if any), with one usage read per earlier month."""
     earlier = list(
         Statement.objects.filter(
             tenant_id__in=list(exclude_ids),

@@ -52,6 +52,14 @@ class PageFilters:
             tags[key] = value
         return replace(self, tags=tags, page=1)
 
+    def without_drill_steps(self) -> PageFilters:
+        """These filters above the drill-down's steps: no feature, model or prompt template, no
+        tenant (a tenant page names its tenant in the path)."""
+        tags = {
+            key: value for key, value in self.tags.items() if key not in (FEATURE_TAG, PROMPT_TEMPLATE_TAG)
+        }
+        return replace(self, tenant="", model="", tags=tags, page=1)
+
     def parameters(self, *, include_page: bool = False) -> list[tuple[str, str]]:
         """The page's own query-string parameters (empty values left out)."""
         parameters = [

@@ -314,6 +314,10 @@ def cost_trends(query: CostQuery, *, stack: str) -> CostTrends:
             ],
         ],
     )
+    # The error rate per bucket, beside the counts, in the chart's data table.
+    volume.table_headers.append("Error rate")
+    for row, item in zip(volume.table_rows, bucket_figures, strict=True):
+        row.append(formatting.percent(item["error_percent"], digits=2))
     unit_cost = charts.line_chart(
         chart_id="cost-per-1k-tokens",
         title=f"Cost per 1K tokens per {unit}",
@@ -477,6 +481,39 @@ def breakdown(
     )
 
 
+def top_breakdowns(query: CostQuery, *, filters: PageFilters, path: str) -> list[Breakdown]:
+    """The overview's top tenants (linked to their drill-down), features and models (linked to the
+    overview narrowed to them), each with the change from the previous period."""
+    return [
+        breakdown(
+            query,
+            "tenant",
+            title="Top tenants (own usage)",
+            link_for=lambda slug: (
+                reverse("dashboards:tenant", args=[slug]) + filters.query_string(tenant="", page=1)
+            ),
+            limit=TOP_ROWS,
+            filters=filters,
+        ),
+        breakdown(
+            query,
+            "tag.feature",
+            title="Top features",
+            link_for=lambda value: path + filters.with_tag(FEATURE_TAG, value).query_string(),
+            limit=TOP_ROWS,
+            filters=filters,
+        ),
+        breakdown(
+            query,
+            "model",
+            title="Top models",
+            link_for=lambda value: path + filters.with_changes(model=value, page=1).query_string(),
+            limit=TOP_ROWS,
+            filters=filters,
+        ),
+    ]
+
+
 # --- tenants ---------------------------------------------------------------------------------------
 
 
@@ -571,7 +608,7 @@ def tenant_breadcrumbs(
 ) -> list[dict]:
     """The visible ancestors of the tenant, root first, each linked to its drill-down."""
     chain = [tenant_id for tenant_id in reversed(tenant_ancestor_ids(tenant.id)) if tenant_id in tenants]
-    query_string = filters.query_string(tenant="", tags={}, model="", page=1)
+    query_string = filters.without_drill_steps().query_string()
     return [
         {
             "label": tenants[tenant_id].name,
@@ -607,11 +644,7 @@ def drill_next_dimension(filters: PageFilters) -> str | None:
 def drill_steps(path: str, filters: PageFilters) -> list[DrillStep]:
     """Breadcrumb steps below the tenant, each linking to the view of that step."""
     steps = []
-    base = (
-        filters.with_changes(tenant="", model="", page=1)
-        .with_tag(FEATURE_TAG, None)
-        .with_tag(PROMPT_TEMPLATE_TAG, None)
-    )
+    base = filters.without_drill_steps()
     if FEATURE_TAG in filters.tags:
         feature = filters.tags[FEATURE_TAG]
         base = base.with_tag(FEATURE_TAG, feature)

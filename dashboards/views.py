@@ -3,6 +3,7 @@ the tenants that user may see (tenants.scoping); a tenant or statement outside t
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from django.apps import apps
@@ -16,7 +17,7 @@ from django.views.decorators.http import require_GET
 
 from chargeback.calendar import local_date
 from chargeback.costs import GRANULARITIES, CostQueryError, cost_query_for, cost_result_as_dict, costs_query
-from chargeback.costs_api import CostsCsvRenderer
+from chargeback.costs_api import CostQueryParametersSerializer, CostsCsvRenderer
 from chargeback.filters import TAG_PARAMETER
 from chargeback.models import Statement
 from dashboards import selectors
@@ -119,37 +120,7 @@ def overview(request):
         query = selectors.page_cost_query(principal=request.user, filters=filters, now=now)
         trends = selectors.cost_trends(query, stack=filters.stack)
         tenants = selectors.visible_tenants(principal=request.user)
-        tables = [
-            selectors.breakdown(
-                query,
-                "tenant",
-                title="Top tenants (own usage)",
-                link_for=lambda slug: (
-                    reverse("dashboards:tenant", args=[slug]) + filters.query_string(tenant="", page=1)
-                ),
-                limit=selectors.TOP_ROWS,
-                filters=filters,
-            ),
-            # A feature or model links to this page narrowed to it.
-            selectors.breakdown(
-                query,
-                "tag.feature",
-                title="Top features",
-                link_for=lambda value: request.path + filters.with_tag("feature", value).query_string(),
-                limit=selectors.TOP_ROWS,
-                filters=filters,
-            ),
-            selectors.breakdown(
-                query,
-                "model",
-                title="Top models",
-                link_for=lambda value: (
-                    request.path + filters.with_changes(model=value, page=1).query_string()
-                ),
-                limit=selectors.TOP_ROWS,
-                filters=filters,
-            ),
-        ]
+        tables = selectors.top_breakdowns(query, filters=filters, path=request.path)
     except CostQueryError as error:
         return _error_page(request, "pages/overview.html", filters, error)
     context = _page_context(request, filters, query, tenants, now=now, show_tenant_filter=True)
@@ -191,7 +162,7 @@ def tenant_drill_down(request, slug: str | None = None):
         tenants = selectors.visible_tenants(principal=request.user)
         next_dimension = selectors.drill_next_dimension(filters)
         tables = []
-        if next_dimension == "tag.feature":
+        if tenant is None or next_dimension == "tag.feature":
             tables.append(selectors.tenant_breakdown(query, root=tenant, tenants=tenants, filters=filters))
         if tenant is not None and next_dimension is not None:
             tables.append(selectors.drill_breakdown(query, next_dimension, path=path, filters=filters))
@@ -213,9 +184,7 @@ def tenant_drill_down(request, slug: str | None = None):
             "heading": heading,
             "tenant": tenant,
             "breadcrumbs": selectors.tenant_breadcrumbs(tenant, tenants, filters) if tenant else [],
-            "tenant_link": path + filters.with_changes(tenant="", model="", page=1, tags={}).query_string()
-            if tenant
-            else "",
+            "tenant_link": path + filters.without_drill_steps().query_string() if tenant else "",
             "steps": steps,
             "trends": trends,
             "breakdowns": tables,
@@ -302,35 +271,42 @@ def statement_csv(request, pk: int):
 @login_required
 @require_GET
 def costs_csv(request):
-    """`/api/v1/costs/` as CSV for a signed-in person: the same parameters, query and renderer."""
-    parameters = request.GET
+    """`/api/v1/costs/` as CSV for a signed-in person: the API's parameters, query and renderer."""
+    parameters = CostQueryParametersSerializer(data=request.GET)
+    if not parameters.is_valid():
+        return _csv_error("validation_error", json.dumps(parameters.errors))
     tags = {}
-    for name, value in parameters.items():
-        match = TAG_PARAMETER.match(name)
-        if match:
+    for name, value in request.GET.items():
+        if name.startswith("tag."):
+            match = TAG_PARAMETER.match(name)
+            if not match:
+                return _csv_error("validation_error", f"{name}: tag keys are 1-64 letters, digits or _ . : -")
             tags[match.group(1)] = value
-    granularity = parameters.get("granularity", "day")
+    values = parameters.validated_data
     try:
         query = cost_query_for(
             principal=request.user,
             now=timezone.now(),
-            start=parameters.get("start", ""),
-            end=parameters.get("end", ""),
-            granularity=granularity,
-            time_zone=parameters.get("tz", ""),
-            group_by=parameters.get("group_by", ""),
-            tenant=parameters.get("tenant", ""),
-            provider=parameters.get("provider", ""),
-            model=parameters.get("model", ""),
-            status=parameters.get("status", ""),
+            start=values["start"],
+            end=values["end"],
+            granularity=values["granularity"],
+            time_zone=values["tz"],
+            group_by=values["group_by"],
+            tenant=values["tenant"],
+            provider=values["provider"],
+            model=values["model"],
+            status=values["status"],
             tags=tags,
         )
         result = costs_query(query)
     except CostQueryError as error:
-        return HttpResponseBadRequest(
-            f"{error.code}: {error.message}\n", content_type="text/plain; charset=utf-8"
-        )
-    body = CostsCsvRenderer().render(cost_result_as_dict(result))
-    response = HttpResponse(body, content_type="text/csv; charset=utf-8")
+        return _csv_error(error.code, error.message)
+    response = HttpResponse(
+        CostsCsvRenderer().render(cost_result_as_dict(result)), content_type="text/csv; charset=utf-8"
+    )
     response["Content-Disposition"] = 'attachment; filename="costs.csv"'
     return response
+
+
+def _csv_error(code: str, message: str) -> HttpResponse:
+    return HttpResponseBadRequest(f"{code}: {message}\n", content_type="text/plain; charset=utf-8")

@@ -31,6 +31,7 @@ The seasonal detector, in short:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -45,6 +46,17 @@ _MAD_TO_SIGMA = 1.4826
 # Which rule flagged a point.
 RULE_NONE, RULE_POINT, RULE_PERSISTENCE, RULE_CUSUM = 0, 1, 2, 3
 RULE_NAMES = {RULE_POINT: "point", RULE_PERSISTENCE: "persistence", RULE_CUSUM: "cusum"}
+# A series with more zeros than this share in its level window is sparse: for hourly series only
+# the day-level rules apply (one call more or less is no anomaly).
+SPARSE_ZERO_SHARE = 0.3
+# Score an hour needs, in the direction of its day, to be flagged by the day-level rules.
+HOUR_LEAN = 0.5
+# Floor of the day-level scale: days differ by 10 % and more for no reason.
+DAY_SCALE_FLOOR = 0.1
+# Whole-day errors the day-level scale of hourly series rests on.
+DAY_ERROR_WINDOW = 14
+# Weight, in errors, of the overall scale in each phase's own scale.
+PHASE_SCALE_PRIOR = 7
 # Flagged points are cleaned from the history only while they are this share of the level window.
 MAX_CLEANED_SHARE = 0.2
 
@@ -84,15 +96,15 @@ HOURLY = SeasonalSettings(
     level_window=14 * 24,
     min_history=3 * 24,
     min_positive_share=0.1,
-    max_slope=0.03 / 24,
+    max_slope=0.01 / 24,
     scale_floor=0.05,
     error_window=14 * 24,
     point_threshold=5.0,
-    persist_threshold=3.0,
-    day_threshold=3.5,
+    persist_threshold=3.5,
+    day_threshold=4.0,
     downward_after=7 * 24,
-    cusum_allowance=1.0,
-    cusum_limit=4.0,
+    cusum_allowance=1.5,
+    cusum_limit=8.0,
     min_ratio=1.5,
     min_change_share=0.3,
     adapt_after=72,
@@ -106,15 +118,15 @@ DAILY = SeasonalSettings(
     level_window=28,
     min_history=10,
     min_positive_share=0.5,
-    max_slope=0.03,
+    max_slope=0.01,
     scale_floor=0.04,
     error_window=42,
     point_threshold=4.0,
     persist_threshold=0.0,
     day_threshold=0.0,
     downward_after=14,
-    cusum_allowance=1.0,
-    cusum_limit=4.0,
+    cusum_allowance=0.75,
+    cusum_limit=5.0,
     min_ratio=1.3,
     min_change_share=0.1,
     adapt_after=14,
@@ -193,6 +205,7 @@ class _Baseline:
     unit: float  # s in x = log1p(y / s)
     expected_log: np.ndarray  # expected x for the block
     full_season: bool
+    sparse: bool = False  # many zeros: single points say little
 
 
 def _theil_sen(positions: np.ndarray, values: np.ndarray, max_slope: float) -> tuple[float, float]:
@@ -217,7 +230,11 @@ def _profile(detrended: np.ndarray, phases: np.ndarray, period: int) -> np.ndarr
 
 
 def _season_profile(
-    detrended: np.ndarray, phases: np.ndarray, history_length: int, full_season: bool, settings: SeasonalSettings
+    detrended: np.ndarray,
+    phases: np.ndarray,
+    history_length: int,
+    full_season: bool,
+    settings: SeasonalSettings,
 ) -> np.ndarray:
     """The expected deviation from the level per phase of the season, from what history allows.
 
@@ -240,9 +257,16 @@ def _season_profile(
 
 
 def _fit(
-    history: np.ndarray, begin: int, end: int, horizon: int, settings: SeasonalSettings, phase: int
+    history: np.ndarray,
+    begin: int,
+    end: int,
+    horizon: int,
+    settings: SeasonalSettings,
+    phase: int,
+    level_from: int | None = None,
 ) -> _Baseline | None:
-    """Baseline for points [end, end + horizon) from the cleaned history in [begin, end)."""
+    """Baseline for points [end, end + horizon) from the cleaned history in [begin, end); the
+    level from `level_from` on when a lasting change was accepted there."""
     start = max(begin, end - settings.window)
     window = history[start:end]
     recent = window[-settings.level_window :]
@@ -283,12 +307,24 @@ def _fit(
         # A week of history cannot tell growth from the weekly pattern: level only.
         slope = 0.0
         intercept = float(np.median(deseasonalised[tail]))
+    if (
+        level_from is not None
+        and end - level_from >= settings.block
+        and end - level_from < settings.level_window
+    ):
+        # After an accepted change only the new level counts (a median over the window would
+        # take half the window to move).
+        slope = 0.0
+        intercept = float(np.median(deseasonalised[positions >= level_from]))
     future = np.arange(end, end + horizon)
     expected = intercept + slope * future + profile[(future + phase) % settings.season]
-    return _Baseline(unit=unit, expected_log=expected, full_season=full_season)
+    sparse = np.count_nonzero(recent == 0) > SPARSE_ZERO_SHARE * len(recent)
+    return _Baseline(unit=unit, expected_log=expected, full_season=full_season, sparse=sparse)
 
 
-def seasonal_detect(values: np.ndarray, *, settings: SeasonalSettings = DAILY, phase: int = 0) -> DetectionResult:
+def seasonal_detect(
+    values: np.ndarray, *, settings: SeasonalSettings = DAILY, phase: int = 0
+) -> DetectionResult:
     """The seasonal detector over a whole series, causally (see the module docstring)."""
     state = _DetectionState(values, settings, phase)
     # Refits at block boundaries aligned with the phase (midnight for hourly series).
@@ -298,7 +334,7 @@ def seasonal_detect(values: np.ndarray, *, settings: SeasonalSettings = DAILY, p
     if not boundaries or boundaries[0] != 0:
         boundaries.insert(0, 0)
     boundaries.append(count)
-    for block_start, block_end in zip(boundaries, boundaries[1:], strict=False):
+    for block_start, block_end in itertools.pairwise(boundaries):
         state.score_block(block_start, block_end)
     return DetectionResult(
         expected=state.expected, score=state.score, is_anomaly=state.flagged, rule=state.rules
@@ -319,9 +355,12 @@ class _DetectionState:
         self.rules = np.zeros(count, dtype=np.int8)
         self.history = values.astype(float).copy()  # what later fits see: flagged points replaced
         self.errors: list[float] = []  # out-of-sample errors (log units) of unflagged points
+        self.error_phases: list[int] = []  # their phase in the short season (hour of day)
         self.day_errors: list[float] = []  # the same, of whole days (hourly series only)
         self.cusum_up = self.cusum_down = 0.0
+        self.weekly_pattern_known = False
         self.run = 0  # flagged points in a row
+        self.change_at: int | None = None  # start of the last lasting change accepted as normal
         self.previous_score = 0.0
         # The series starts at its first spend: zeros before it are a tenant that did not exist yet.
         nonzero = np.flatnonzero(values > 0)
@@ -331,27 +370,46 @@ class _DetectionState:
         settings = self.settings
         baseline = None
         if block_start - self.begin >= settings.min_history:
-            baseline = _fit(self.history, self.begin, block_start, block_end - block_start, settings, self.phase)
+            baseline = _fit(
+                self.history,
+                self.begin,
+                block_start,
+                block_end - block_start,
+                settings,
+                self.phase,
+                self.change_at,
+            )
         if baseline is None:
             self.cusum_up = self.cusum_down = 0.0
             self.run = 0
             return
-        scale = _scale(self.errors, settings.error_window, settings.scale_floor)
+        scales = self._scales()
         day_scale = None
-        if settings.block > 1 and len(self.day_errors) >= 5:
-            day_scale = _scale(self.day_errors, DAILY.error_window, DAILY.scale_floor)
+        day_bias = 0.0
+        if settings.block > 1 and len(self.day_errors) >= 7:
+            day_scale = _scale(self.day_errors, DAY_ERROR_WINDOW, DAY_SCALE_FLOOR)
+            # Medians of hours under-predict the sum of a skewed day (a sparse series' typical hour
+            # is zero): the usual error of a whole day is a bias, not news.
+            day_bias = float(np.median(self.day_errors[-DAY_ERROR_WINDOW:]))
         downward = block_start - self.begin >= settings.downward_after
+        if downward and not self.weekly_pattern_known:
+            # Errors made before the weekly pattern was known overstate how wrong the baseline is now.
+            self.weekly_pattern_known = True
+            self.errors.clear()
+            self.error_phases.clear()
+            self.day_errors.clear()
         for offset, point in enumerate(range(block_start, block_end)):
             actual = self.values[point]
             predicted_log = baseline.expected_log[offset]
             predicted = max(baseline.unit * float(np.expm1(predicted_log)), 0.0)
             actual_log = float(np.log1p(actual / baseline.unit))
-            point_score = (actual_log - predicted_log) / scale
+            point_score = (actual_log - predicted_log) / scales[(point + self.phase) % len(scales)]
             self.expected[point] = predicted
             self.score[point] = point_score
 
             rule = RULE_NONE
-            if abs(actual - predicted) >= settings.min_change_share * baseline.unit:
+            point_rules = not (baseline.sparse and settings.block > 1)
+            if point_rules and abs(actual - predicted) >= settings.min_change_share * baseline.unit:
                 if actual >= settings.min_ratio * predicted:
                     rule = _point_rule(point_score, self.previous_score, settings)
                 elif downward and actual * settings.min_ratio <= predicted:
@@ -359,19 +417,51 @@ class _DetectionState:
             if settings.block == 1:
                 self.cusum_up = max(0.0, self.cusum_up + point_score - settings.cusum_allowance)
                 self.cusum_down = max(0.0, self.cusum_down - point_score - settings.cusum_allowance)
-                if not rule and actual >= settings.min_ratio * predicted and self.cusum_up >= settings.cusum_limit:
+                if (
+                    not rule
+                    and actual >= settings.min_ratio * predicted
+                    and self.cusum_up >= settings.cusum_limit
+                ):
                     rule = RULE_CUSUM
                 if not rule and downward and actual * settings.min_ratio <= predicted:
                     rule = RULE_CUSUM if self.cusum_down >= settings.cusum_limit else RULE_NONE
             else:
-                day_rule = self._day_rule(point, baseline.unit, day_scale, downward, point == block_end - 1, rule)
+                day_rule = self._day_rule(
+                    point, baseline.unit, day_scale, day_bias, downward, point == block_end - 1, rule
+                )
                 rule = rule or day_rule
             self.rules[point] = rule
             self.previous_score = point_score
             self._record(point, rule, predicted, actual_log - predicted_log)
 
+    def _scales(self) -> np.ndarray:
+        """The score's scale per phase of the short season: hours of the day differ in how wrong
+        the baseline usually is (a busy afternoon is noisier in log units than a quiet night), so
+        each hour's own spread, shrunk toward the overall one while it rests on few errors."""
+        settings = self.settings
+        overall = _scale(self.errors, settings.error_window, settings.scale_floor)
+        if settings.short_season == 1:
+            return np.array([overall])
+        errors = np.asarray(self.errors[-settings.error_window :])
+        phases = np.asarray(self.error_phases[-settings.error_window :])
+        scales = np.full(settings.short_season, overall)
+        for phase in range(settings.short_season):
+            own = errors[phases == phase]
+            if len(own) >= 5:
+                spread = _scale(list(own), len(own), settings.scale_floor)
+                weight = len(own) / (len(own) + PHASE_SCALE_PRIOR)
+                scales[phase] = np.sqrt(weight * spread**2 + (1 - weight) * overall**2)
+        return scales
+
     def _day_rule(
-        self, point: int, unit: float, day_scale: float | None, downward: bool, day_end: bool, point_rule: int
+        self,
+        point: int,
+        unit: float,
+        day_scale: float | None,
+        day_bias: float,
+        downward: bool,
+        day_end: bool,
+        point_rule: int,
     ) -> int:
         """Hourly series: compare the last 24 hours with their expected sum (a moving sum of the
         residuals: day-level noise hits all hours of a day alike, so hours one by one cannot
@@ -388,10 +478,12 @@ class _DetectionState:
             self.day_errors.append(day_error)
         if day_scale is None:
             return RULE_NONE
-        day_score = day_error / day_scale
+        day_score = (day_error - day_bias) / day_scale
         if day_end:
             self.cusum_up = max(0.0, self.cusum_up + day_score - settings.cusum_allowance)
             self.cusum_down = max(0.0, self.cusum_down - day_score - settings.cusum_allowance)
+        # The hour itself must lean the same way: the trailing day still holds a spike or a drop
+        # for 24 hours after it ended.
         if actual_sum >= DAILY.min_ratio * expected_sum and (
             day_score >= settings.day_threshold or (self.cusum_up >= settings.cusum_limit and day_score >= 1)
         ):
@@ -414,8 +506,10 @@ class _DetectionState:
                 self.cusum_up = self.cusum_down = 0.0
             self.run = 0
             self.errors.append(error)
+            self.error_phases.append((point + self.phase) % settings.short_season)
             if len(self.errors) > 4 * settings.error_window:
                 del self.errors[: -settings.error_window]
+                del self.error_phases[: -settings.error_window]
             return
         self.flagged[point] = True
         self.run += 1
@@ -424,6 +518,11 @@ class _DetectionState:
         # window (the baseline is wrong, not the data), is accepted as the new normal.
         if self.run <= settings.adapt_after and recent_flags < MAX_CLEANED_SHARE * settings.level_window:
             self.history[point] = predicted
+        if self.run == settings.adapt_after:
+            # A lasting change: its values become the history again, and the level starts from it.
+            start = point - self.run + 1
+            self.history[start : point + 1] = self.values[start : point + 1]
+            self.change_at = start
 
 
 def _point_rule(point_score: float, previous_score: float, settings: SeasonalSettings) -> int:

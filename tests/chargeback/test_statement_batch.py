@@ -79,9 +79,8 @@ def build_small_tree():
         name="Platform", pool=pool, method=SharedCostRule.Method.PROPORTIONAL
     )
     rule.targets.set([org, india, redo])
-    evals = TenantFactory(
-        slug="evals", parent=org, time_zone="Asia/Kolkata"
-    )  # a pool inside a billable subtree
+    # A pool inside a billable subtree: its usage reaches statements only as shared cost.
+    evals = TenantFactory(slug="evals", parent=org, time_zone="Asia/Kolkata")
     SharedCostRule.objects.create(name="Evals", pool=evals, method=SharedCostRule.Method.OWNER, owner=team)
     PriceOverrideFactory(
         tenant=org, model="gpt-4o", input_per_mtok=2, cached_input_per_mtok=1, output_per_mtok=8
@@ -103,7 +102,7 @@ def build_small_tree():
         ("platform-ci", "1.09"),
         ("evals", "0.333"),
     ]:
-        ingest(slug, at(2026, 10, 14, 12), cost=cost)  # fmt: skip
+        ingest(slug, at(2026, 10, 14, 12), cost=cost)
     for slug in ("org", "org-team-project", "india"):
         ingest(slug, at(2026, 10, 9, 8), model="gpt-4o", provider="openai", cached_input_tokens=400)
         ingest(

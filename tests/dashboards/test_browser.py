@@ -95,8 +95,21 @@ def _sign_in(browser, live_server, username):
     assert "/accounts/login/" in browser.current_url
     browser.find_element(By.NAME, "username").send_keys(username)
     browser.find_element(By.NAME, "password").send_keys(PASSWORD)
-    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    _click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "form button[type=submit]"))
     assert browser.find_element(By.TAG_NAME, "h1").text == "Overview"
+
+
+def _click_and_wait(browser, element) -> None:
+    """Click, then wait until the next page has loaded: a click does not wait for navigation."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    before = browser.current_url
+    element.click()
+    WebDriverWait(browser, 60).until(
+        lambda driver: (
+            driver.current_url != before and driver.execute_script("return document.readyState") == "complete"
+        )
+    )
 
 
 def _console_errors(browser) -> list[str]:
@@ -182,9 +195,8 @@ def test_a_drill_down_click_narrows_the_view(browser, live_server, demo_data):
     assert heading == "Acme Corp" and total > 0
 
     # Tenant -> child tenant.
-    browser.find_element(
-        By.CSS_SELECTOR, "table[data-breakdown=tenant] tbody a[href*='/tenants/support-bot/']"
-    ).click()
+    child_link = "table[data-breakdown=tenant] tbody a[href*='/tenants/support-bot/']"
+    _click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, child_link))
     assert "/tenants/support-bot/" in browser.current_url
     assert browser.find_element(By.TAG_NAME, "h1").text == "Support Bot"
     child_total = _total_cost(browser)
@@ -194,8 +206,9 @@ def test_a_drill_down_click_narrows_the_view(browser, live_server, demo_data):
     steps = [("tag.feature", "Feature:"), ("model", "Model:"), ("tag.prompt_template", "Prompt template:")]
     previous_total = child_total
     for dimension, label in steps:
-        link = browser.find_element(By.CSS_SELECTOR, f"table[data-breakdown='{dimension}'] tbody a")
-        link.click()
+        _click_and_wait(
+            browser, browser.find_element(By.CSS_SELECTOR, f"table[data-breakdown='{dimension}'] tbody a")
+        )
         assert f"{dimension}=" in browser.current_url
         assert label in browser.find_element(By.TAG_NAME, "h1").text
         narrowed = _total_cost(browser)
@@ -207,7 +220,9 @@ def test_a_drill_down_click_narrows_the_view(browser, live_server, demo_data):
     _screenshot(browser, "tenant-records")
 
     # The breadcrumb leads back up.
-    browser.find_element(By.CSS_SELECTOR, "nav.breadcrumbs a[href^='/tenants/acme-corp/']").click()
+    _click_and_wait(
+        browser, browser.find_element(By.CSS_SELECTOR, "nav.breadcrumbs a[href^='/tenants/acme-corp/']")
+    )
     assert browser.find_element(By.TAG_NAME, "h1").text == "Acme Corp"
 
 
