@@ -299,7 +299,10 @@ def main(argv: list[str] | None = None) -> int:
             for kind, tally in tallies.items():
                 total.add(tally)
                 pooled[kind].add(tally)
-            report(f"{names}: {"hourly" if granularity == HOUR else "daily"} series", {**tallies, "overall": total})
+            report(
+                f"{names}: {'hourly' if granularity == HOUR else 'daily'} series",
+                {**tallies, "overall": total},
+            )
         total = Tally()
         for tally in pooled.values():
             total.add(tally)

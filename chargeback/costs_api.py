@@ -11,7 +11,14 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
-from chargeback.costs import GRANULARITIES, CostQueryError, cost_query_for, cost_result_as_dict, costs_query
+from chargeback.costs import (
+    GRANULARITIES,
+    CostQueryError,
+    CostResult,
+    cost_query_for,
+    cost_result_as_dict,
+    costs_query,
+)
 from chargeback.errors import ApiError
 from chargeback.filters import TAG_PARAMETER
 from chargeback.models import UsageStatus
@@ -179,32 +186,8 @@ class CostsApi(generics.GenericAPIView):
     pagination_class = None
 
     def get(self, request):
-        parameters = CostQueryParametersSerializer(data=request.query_params)
-        parameters.is_valid(raise_exception=True)
-        tags = {}
-        for name, value in request.query_params.items():
-            if name.startswith("tag."):
-                match = TAG_PARAMETER.match(name)
-                if not match:
-                    raise ValidationError({name: "Tag keys are 1-64 letters, digits or _ . : -"})
-                tags[match.group(1)] = value
-        values = parameters.validated_data
         try:
-            query = cost_query_for(
-                principal=request.auth,
-                now=timezone.now(),
-                start=values["start"],
-                end=values["end"],
-                granularity=values["granularity"],
-                time_zone=values["tz"],
-                group_by=values["group_by"],
-                tenant=values["tenant"],
-                provider=values["provider"],
-                model=values["model"],
-                status=values["status"],
-                tags=tags,
-            )
-            result = costs_query(query)
+            result = costs_for_parameters(request.query_params, principal=request.auth)
         except CostQueryError as error:
             raise ApiError(error.message, code=error.code) from error
         response = Response(cost_result_as_dict(result))
@@ -219,3 +202,34 @@ class CostsApi(generics.GenericAPIView):
             response.accepted_renderer = JSONRenderer()
             response.accepted_media_type = "application/json"
         return response
+
+
+def costs_for_parameters(query_params, *, principal) -> CostResult:
+    """Validate the costs API's query parameters and run the query for this principal: the one
+    path shared by the API and the pages' CSV. Raises ValidationError or CostQueryError."""
+    parameters = CostQueryParametersSerializer(data=query_params)
+    parameters.is_valid(raise_exception=True)
+    tags = {}
+    for name, value in query_params.items():
+        if name.startswith("tag."):
+            match = TAG_PARAMETER.match(name)
+            if not match:
+                raise ValidationError({name: "Tag keys are 1-64 letters, digits or _ . : -"})
+            tags[match.group(1)] = value
+    values = parameters.validated_data
+    return costs_query(
+        cost_query_for(
+            principal=principal,
+            now=timezone.now(),
+            start=values["start"],
+            end=values["end"],
+            granularity=values["granularity"],
+            time_zone=values["tz"],
+            group_by=values["group_by"],
+            tenant=values["tenant"],
+            provider=values["provider"],
+            model=values["model"],
+            status=values["status"],
+            tags=tags,
+        )
+    )

@@ -14,11 +14,11 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
+from rest_framework.exceptions import ValidationError
 
 from chargeback.calendar import local_date
-from chargeback.costs import GRANULARITIES, CostQueryError, cost_query_for, cost_result_as_dict, costs_query
-from chargeback.costs_api import CostQueryParametersSerializer, CostsCsvRenderer
-from chargeback.filters import TAG_PARAMETER
+from chargeback.costs import GRANULARITIES, CostQueryError, cost_result_as_dict
+from chargeback.costs_api import CostsCsvRenderer, costs_for_parameters
 from chargeback.models import Statement
 from dashboards import selectors
 from dashboards.filters import STACK_DIMENSIONS, PageFilters, page_filters_from
@@ -272,33 +272,10 @@ def statement_csv(request, pk: int):
 @require_GET
 def costs_csv(request):
     """`/api/v1/costs/` as CSV for a signed-in person: the API's parameters, query and renderer."""
-    parameters = CostQueryParametersSerializer(data=request.GET)
-    if not parameters.is_valid():
-        return _csv_error("validation_error", json.dumps(parameters.errors))
-    tags = {}
-    for name, value in request.GET.items():
-        if name.startswith("tag."):
-            match = TAG_PARAMETER.match(name)
-            if not match:
-                return _csv_error("validation_error", f"{name}: tag keys are 1-64 letters, digits or _ . : -")
-            tags[match.group(1)] = value
-    values = parameters.validated_data
     try:
-        query = cost_query_for(
-            principal=request.user,
-            now=timezone.now(),
-            start=values["start"],
-            end=values["end"],
-            granularity=values["granularity"],
-            time_zone=values["tz"],
-            group_by=values["group_by"],
-            tenant=values["tenant"],
-            provider=values["provider"],
-            model=values["model"],
-            status=values["status"],
-            tags=tags,
-        )
-        result = costs_query(query)
+        result = costs_for_parameters(request.GET, principal=request.user)
+    except ValidationError as error:
+        return _csv_error("validation_error", json.dumps(error.detail))
     except CostQueryError as error:
         return _csv_error(error.code, error.message)
     response = HttpResponse(
