@@ -531,7 +531,11 @@ def main() -> int:
         raise SystemExit("wrk is not on PATH (apt-get install -y wrk), or use --client python")
     client_name = "wrk" if use_wrk else "python (http.client threads, separate process)"
 
-    print(f"database {args.db}, redis {args.redis_url} prefix {args.redis_prefix!r}", flush=True)
+    print(
+        f"database {args.db}, redis {args.redis_url} prefix {args.redis_prefix!r}; "
+        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs",
+        flush=True,
+    )
     recreate_database(args)
     fixtures = create_fixtures(args)
     print(

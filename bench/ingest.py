@@ -342,7 +342,10 @@ def post_batches(port: int, secret: str, bodies: list[bytes], concurrency: int) 
 def _client_process(port, secret, bodies, concurrency, ready, go, results) -> None:
     ready.set()
     go.wait()
-    results.put(post_batches(port, secret, bodies, concurrency))
+    started = time.process_time()
+    elapsed, totals, failures = post_batches(port, secret, bodies, concurrency)
+    totals["client_cpu"] = time.process_time() - started
+    results.put((elapsed, totals, failures))
 
 
 def run_client(port: int, secret: str, bodies: list[bytes], concurrency: int):
@@ -358,6 +361,48 @@ def run_client(port: int, secret: str, bodies: list[bytes], concurrency: int):
     outcome = results.get()
     client.join()
     return outcome
+
+
+# --------------------------------------------------------------------------- CPU accounting (Linux /proc)
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _server_processes(server_pid: int, db: str) -> dict[int, str]:
+    """gunicorn's workers and the PostgreSQL backends connected to the bench database."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(stat[1]) == server_pid:
+            found[int(entry.name)] = "gunicorn"
+        elif command.startswith("postgres: ") and f" {db} " in command:
+            found[int(entry.name)] = "postgres"
+    return found
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds every process on the machine has used so far (all CPUs)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICKS
 
 
 # --------------------------------------------------------------------------- baseline and checks
@@ -380,9 +425,10 @@ def _jsonb_text_dumper(conn) -> type[Dumper]:
     return JsonbTextDumper
 
 
-def copy_baseline(args) -> tuple[list[float], int]:
-    """Seconds of each of `args.copy_runs` plain binary COPYs of the stored usage rows into a fresh
-    table like the real one (the best is the baseline: a conservative ratio on a noisy machine)."""
+def copy_baseline(args) -> tuple[list[tuple[float, float, float]], int]:
+    """(wall, client CPU, database CPU) seconds of each of `args.copy_runs` plain binary COPYs of the
+    stored usage rows into a fresh table like the real one (the fastest is the baseline: a
+    conservative ratio on a noisy machine)."""
     with psycopg.connect(bench_dsn(args)) as conn:
         conn.execute("DROP TABLE IF EXISTS bench_copy")
         conn.execute("CREATE TABLE bench_copy (LIKE chargeback_usagerecord INCLUDING ALL)")
@@ -402,10 +448,12 @@ def copy_baseline(args) -> tuple[list[float], int]:
             cursor.execute(f"SELECT {selected} FROM chargeback_usagerecord ORDER BY id")
             rows = cursor.fetchall()
         timings = []
+        backend = conn.info.backend_pid
         for _ in range(args.copy_runs):
             conn.execute("TRUNCATE bench_copy")
             conn.commit()
             conn.execute("CHECKPOINT")
+            cpu_before = (time.process_time(), _cpu_seconds(backend))
             started = time.perf_counter()
             with (
                 conn.cursor() as cursor,
@@ -415,7 +463,13 @@ def copy_baseline(args) -> tuple[list[float], int]:
                 for row in rows:
                     copy.write_row(row)
             conn.commit()
-            timings.append(time.perf_counter() - started)
+            timings.append(
+                (
+                    time.perf_counter() - started,
+                    time.process_time() - cpu_before[0],
+                    _cpu_seconds(backend) - cpu_before[1],
+                )
+            )
         (copied,) = conn.execute("SELECT count(*) FROM bench_copy").fetchone()
         conn.execute("DROP TABLE bench_copy")
         conn.commit()
@@ -548,7 +602,15 @@ def main() -> int:
             flush=True,
         )
         load_before = os.getloadavg()[0]
+        processes = _server_processes(server.pid, args.db)
+        cpu_before = {pid: _cpu_seconds(pid) for pid in processes}
+        busy_before = _machine_busy_seconds()
         elapsed, totals, failures = run_client(port, secret, bodies, concurrency)
+        busy = _machine_busy_seconds() - busy_before
+        processes.update(_server_processes(server.pid, args.db))  # a backend opened meanwhile
+        ingest_cpu = {"gunicorn": 0.0, "postgres": 0.0}
+        for pid, kind in processes.items():
+            ingest_cpu[kind] += _cpu_seconds(pid) - cpu_before.get(pid, 0.0)
         ingest_rate = args.records / elapsed
 
         # Idempotency check (untimed): a resent batch must be all duplicates.
@@ -558,14 +620,14 @@ def main() -> int:
 
     stored, rollup_requests = db_counts(args)
     copy_timings, copied = copy_baseline(args)
-    copy_seconds = min(copy_timings)
+    copy_seconds, copy_client_cpu, copy_db_cpu = min(copy_timings)
     copy_rate = copied / copy_seconds
     ratio = ingest_rate / copy_rate if copy_rate else 0.0
 
     print(f"  ingest             {ingest_rate:>10,.0f} records/s  ({elapsed:.2f} s)")
     print(
         f"  plain COPY         {copy_rate:>10,.0f} rows/s     (best of {len(copy_timings)}: {copy_seconds:.2f} s; {copied:,} rows, binary;"
-        f" runs {', '.join(f'{t:.2f}' for t in copy_timings)} s)"
+        f" runs {', '.join(f'{t[0]:.2f}' for t in copy_timings)} s)"
     )
     print(
         f"  ratio ingest/COPY  {ratio:>10.3f}  (target >= 0.5) -> {'OK' if ratio >= 0.5 else 'BELOW TARGET'}"
@@ -578,6 +640,17 @@ def main() -> int:
         f"  machine            load average {load_before:.2f} before the ingest, {os.getloadavg()[0]:.2f} after the COPYs"
         f" ({os.cpu_count()} CPUs; anything else running skews both figures)"
     )
+    per_record = 1e6 / args.records
+    ingest_total = ingest_cpu["gunicorn"] + ingest_cpu["postgres"] + totals["client_cpu"]
+    print(
+        f"  CPU per record     ingest {ingest_total * per_record:.0f} µs (gunicorn {ingest_cpu['gunicorn'] * per_record:.0f},"
+        f" postgres {ingest_cpu['postgres'] * per_record:.0f}, client {totals['client_cpu'] * per_record:.0f});"
+        f" COPY {(copy_client_cpu + copy_db_cpu) * 1e6 / copied:.0f} µs (client {copy_client_cpu * 1e6 / copied:.0f},"
+        f" postgres {copy_db_cpu * 1e6 / copied:.0f})"
+    )
+    if busy:
+        others = max(0.0, busy - ingest_total) / (elapsed * (os.cpu_count() or 1))
+        print(f"  other processes    used {others:.0%} of the machine's CPU during the ingest")
     latencies = totals["latencies"]
     quarter = max(1, len(latencies) // 4)
     print(

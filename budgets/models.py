@@ -155,6 +155,9 @@ class NotificationDelivery(models.Model):
     alert = models.ForeignKey(
         BudgetAlert, null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
     )
+    # What a delivery without a budget alert is about (an anomaly, an alert rule's event, a digest),
+    # e.g. "anomaly:42:subscription:3": sent once per channel and key, like alerts.
+    dedupe_key = models.CharField(max_length=200, blank=True, default="")
     payload = models.JSONField()
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
@@ -168,7 +171,12 @@ class NotificationDelivery(models.Model):
         verbose_name_plural = "notification deliveries"
         constraints = [
             # One delivery of an alert per channel, even when evaluations race.
-            models.UniqueConstraint(fields=["channel", "alert"], name="delivery_once_per_channel")
+            models.UniqueConstraint(fields=["channel", "alert"], name="delivery_once_per_channel"),
+            models.UniqueConstraint(
+                fields=["channel", "dedupe_key"],
+                condition=~Q(dedupe_key=""),
+                name="delivery_once_per_channel_and_key",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -118,6 +118,9 @@ def _usd(value: str | None) -> str:
 
 def _summary(payload: dict[str, Any]) -> tuple[str, list[str]]:
     """A one-line summary and a few detail lines, for Slack and e-mail."""
+    if "summary" in payload:
+        # Payloads of other apps (anomalies, alert rules) carry their own text.
+        return str(payload["summary"]), [str(line) for line in payload.get("details", [])]
     if payload.get("type") != PAYLOAD_TYPE_ALERT:
         channel = payload.get("channel", {})
         return (
@@ -187,6 +190,31 @@ def notification_deliveries_create(*, alert: BudgetAlert) -> list[NotificationDe
     for channel in channels:
         delivery, created = NotificationDelivery.objects.get_or_create(
             channel=channel, alert=alert, defaults={"payload": payload}
+        )
+        deliveries.append(delivery)
+        if created:
+            transaction.on_commit(lambda delivery_id=delivery.pk: _enqueue_delivery(delivery_id))
+    return deliveries
+
+
+@transaction.atomic
+def notification_deliveries_create_keyed(
+    *, tenant: Tenant, dedupe_key: str, payload: dict[str, Any]
+) -> list[NotificationDelivery]:
+    """One pending delivery of `payload` per channel of `tenant` (or its nearest ancestor with
+    channels), for notifications that are not budget alerts (anomalies, alert rules, digests).
+
+    `dedupe_key` names what is notified (e.g. "anomaly:42:subscription:3"): a delivery that already
+    exists for a (channel, key) is returned, not duplicated. The payload should carry `summary`
+    (one line) and `details` (lines) for Slack and e-mail; webhooks receive it as is.
+    """
+    if not dedupe_key:
+        raise ValueError("dedupe_key is required")
+    channels = notification_channels_for_tenant(tenant)
+    deliveries = []
+    for channel in channels:
+        delivery, created = NotificationDelivery.objects.get_or_create(
+            channel=channel, dedupe_key=dedupe_key, defaults={"payload": payload}
         )
         deliveries.append(delivery)
         if created:
@@ -353,7 +381,7 @@ def notification_deliver(*, delivery_id: int, final_attempt: bool = True) -> Not
     if delivery.status != NotificationDelivery.Status.PENDING:
         return delivery
     channel = delivery.channel
-    if delivery.alert_id is not None and not channel.is_active:
+    if (delivery.alert_id is not None or delivery.dedupe_key) and not channel.is_active:
         _record(delivery, status=NotificationDelivery.Status.FAILED, last_error="channel is inactive")
         return delivery
 

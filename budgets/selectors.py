@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,6 +18,7 @@ from chargeback import money
 from chargeback.selectors import usage_cost_between
 from tenants.selectors import tenant_ancestor_ids, tenant_descendant_ids
 
+logger = logging.getLogger(__name__)
 # Forecasts need this share of the period behind them, or a run rate is mostly noise.
 FORECAST_MIN_ELAPSED = 0.05
 
@@ -50,8 +53,38 @@ def budget_spend(budget: Budget, period: Period) -> int:
     )
 
 
-def budget_forecast(spent_nanos: int, period: Period, now: datetime) -> int | None:
-    """Spend at period end at the period's run rate so far; None too early in the period."""
+# The extension point for a better forecast than the run rate: an app above budgets (insights)
+# registers one in its AppConfig.ready(). It gets (budget, period, spent so far, now) and returns
+# the expected spend at period end in nanos, or None to fall back to the run rate.
+BudgetForecaster = Callable[[Budget, Period, int, datetime], int | None]
+_budget_forecasters: list[BudgetForecaster] = []
+
+
+def budget_forecaster_register(forecaster: BudgetForecaster) -> None:
+    """Use `forecaster` for budget forecasts from now on (the last registered wins)."""
+    if forecaster in _budget_forecasters:
+        _budget_forecasters.remove(forecaster)
+    _budget_forecasters.append(forecaster)
+
+
+def budget_forecaster_unregister(forecaster: BudgetForecaster) -> None:
+    if forecaster in _budget_forecasters:
+        _budget_forecasters.remove(forecaster)
+
+
+def budget_forecast(
+    spent_nanos: int, period: Period, now: datetime, budget: Budget | None = None
+) -> int | None:
+    """Spend at period end: from the registered forecaster when there is one and it has an
+    answer for this budget, else at the period's run rate so far; None too early in the period."""
+    if budget is not None and _budget_forecasters:
+        try:
+            forecast = _budget_forecasters[-1](budget, period, spent_nanos, now)
+        except Exception:  # a failing forecaster must not stop budget evaluation
+            logger.exception("budget forecaster failed for budget %s; using the run rate", budget.pk)
+            forecast = None
+        if forecast is not None:
+            return forecast
     elapsed = period.elapsed_fraction(now)
     if elapsed < FORECAST_MIN_ELAPSED:
         return None
@@ -65,7 +98,7 @@ def threshold_limit_nanos(amount_nanos: int, percent) -> int:
 def budget_status(budget: Budget, now: datetime) -> dict:
     period = budget_current_period(budget, now)
     spent = budget_spend(budget, period)
-    forecast = budget_forecast(spent, period, now)
+    forecast = budget_forecast(spent, period, now, budget)
     alerts = {(alert.threshold_id, alert.kind) for alert in budget.alerts.filter(period_key=period.key)}
     return {
         "budget": budget,

@@ -68,7 +68,7 @@ def budget_evaluate(*, budget_id: int, now: datetime | None = None) -> list[Budg
         return []
     period = budget_current_period(budget, now)
     spent = budget_spend(budget, period)
-    forecast = budget_forecast(spent, period, now)
+    forecast = budget_forecast(spent, period, now, budget)
     created = []
     for threshold in budget.thresholds.all():
         limit = threshold_limit_nanos(budget.amount_nanos, threshold.percent)

@@ -4,6 +4,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -33,6 +34,7 @@ INSTALLED_APPS = [
     "tenants",
     "chargeback.apps.ChargebackConfig",
     "budgets.apps.BudgetsConfig",
+    "insights.apps.InsightsConfig",
     "dashboards",
 ]
 
@@ -148,6 +150,10 @@ SPECTACULAR_SETTINGS = {
         "UsageStatusEnum": "chargeback.models.UsageStatus",
         "StatementStatusEnum": "chargeback.models.Statement.Status",
         "DeliveryStatusEnum": "budgets.models.NotificationDelivery.Status",
+        "AnomalyStatusEnum": "insights.models.Anomaly.Status",
+        "AnomalyGranularityEnum": "insights.models.Granularity",
+        "SeriesDimensionEnum": "insights.models.SeriesDimension",
+        "RootCauseDimensionEnum": "insights.models.RootCauseDimension",
     },
 }
 
@@ -237,6 +243,24 @@ CELERY_BEAT_SCHEDULE = {
     "notification-deliveries-retry-pending": {
         "task": "budgets.tasks.notification_deliveries_retry_pending_task",
         "schedule": timedelta(minutes=5),
+    },
+    # Insights: anomaly detection a few minutes after each hour (its rollups complete), static
+    # alert rules every few minutes, forecasts hourly, anomaly digests daily.
+    "anomalies-detect": {
+        "task": "insights.tasks.anomalies_detect_all_task",
+        "schedule": crontab(minute=env.int("ANOMALY_DETECTION_MINUTE", default=5)),
+    },
+    "alert-rules-evaluate": {
+        "task": "insights.tasks.alert_rules_evaluate_all_task",
+        "schedule": timedelta(minutes=env.int("ALERT_RULE_EVALUATION_MINUTES", default=5)),
+    },
+    "forecasts-refresh": {
+        "task": "insights.tasks.forecasts_refresh_all_task",
+        "schedule": crontab(minute=env.int("FORECAST_REFRESH_MINUTE", default=20)),
+    },
+    "anomaly-digests": {
+        "task": "insights.tasks.anomaly_digests_send_task",
+        "schedule": crontab(minute=0, hour=env.int("ANOMALY_DIGEST_HOUR_UTC", default=8)),
     },
 }
 

@@ -10,6 +10,7 @@ api_v1 = [
     path("", include("tenants.urls")),
     path("", include("chargeback.api_urls")),
     path("", include("budgets.urls")),
+    path("", include("insights.urls")),
 ]
 
 urlpatterns = [

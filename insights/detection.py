@@ -6,27 +6,30 @@ exactly the same code. Every verdict is causal: the verdict on point t uses only
 
 The seasonal detector, in short:
 
-- Values are dollars per hour or per day. They are modelled as x = log1p(y / s), with s the recent
+- Values are dollars per hour or per day, modelled as x = log1p(y / s) with s a share of the recent
   mean: multiplicative patterns (weekday, hour of day, growth) become additive, a doubling means
   the same at $5 as at $5,000, and zeros stay finite.
 - Expected x = seasonal profile + a robust straight line through the recent deseasonalised values.
   The profile is the median of detrended values per phase: weekday (daily series), hour of the week
-  (hourly series with three weeks of history) or hour of the day (before that). The line is a
-  Theil-Sen fit (median of pairwise slopes) with a capped slope: it follows real growth and ignores
-  outliers. Medians, not STL: statsmodels' STL/MSTL cost 14 ms (period 7) to 3 s (periods 24 and
-  168) a fit on this machine, and a causal run refits once a point or a day; per-phase medians over
-  the same window are as robust and orders of magnitude cheaper.
-- Score = (x - expected) / scale, where the scale is the robust spread (1.4826 x MAD) of the
-  detector's own earlier out-of-sample errors, with a floor: it says how wrong the baseline usually
-  is on this series, not how well it fits its own history.
-- Rules: one extreme point; for hourly data a persistence rule (two high hours in a row); and a
-  two-sided CUSUM on the scores for slow drift and level shifts that no single point reveals.
-- Flagged points are replaced by their expected value in the history the next fits see, so a past
+  (hourly series with three weeks of history), hour of the day plus weekday before that. The line
+  is a Theil-Sen fit (median of pairwise slopes) with a capped slope: it follows ordinary growth,
+  ignores outliers, and lags a drift. Medians, not STL: statsmodels' STL/MSTL cost 14 ms (period 7)
+  to 3 s (periods 24 and 168) a fit on this machine and a causal run refits once a point or a day;
+  per-phase medians over the same window are as robust and orders of magnitude cheaper.
+- Score = (x - expected) / scale, where the scale is the robust spread of the detector's own
+  earlier out-of-sample errors (per hour of the day for hourly series), floored: it says how wrong
+  the baseline usually is on this series, not how well it fits its own history.
+- Rules: one extreme point; for hourly data a persistence rule (two high hours in a row) and a
+  day-level check (the last 24 hours against their expected sum, scored against past whole days:
+  day-level noise moves all hours of a day together, so single hours cannot show a shift); and a
+  two-sided CUSUM (per day) for slow drift that no single point reveals.
+- Flagged points are replaced by their expected value in the history later fits see, so a past
   anomaly does not inflate the baseline; after `adapt_after` flagged points in a row the new level
-  is accepted as normal (a lasting change is news once, not forever).
-- No verdict before `min_history` points with spend, and none on a series whose recent history has
-  too few non-zero points to say what normal is (new tenants, sparse usage). Downward verdicts need
-  the full seasonal profile: before it, a weekend looks like a drop.
+  is accepted as normal and the level restarts from it (a lasting change is news once).
+- No verdict before `min_history` points since the first spend, and none where recent history has
+  too few non-zero points to say what normal is (new tenants, sparse usage). Sparse hourly series
+  are judged by the day-level check only. Drops need the weekly pattern: before it, a weekend looks
+  like a drop.
 """
 
 from __future__ import annotations
@@ -43,16 +46,19 @@ METHOD_SEASONAL = "seasonal"
 METHOD_ZSCORE = "zscore"
 METHODS = (METHOD_SEASONAL, METHOD_ZSCORE)
 _MAD_TO_SIGMA = 1.4826
+# Extra score a drop needs while the weekly profile is young (under three seasons).
+EARLY_DROP_MARGIN = 1.5
 # Which rule flagged a point.
 RULE_NONE, RULE_POINT, RULE_PERSISTENCE, RULE_CUSUM = 0, 1, 2, 3
 RULE_NAMES = {RULE_POINT: "point", RULE_PERSISTENCE: "persistence", RULE_CUSUM: "cusum"}
 # A series with more zeros than this share in its level window is sparse: for hourly series only
 # the day-level rules apply (one call more or less is no anomaly).
 SPARSE_ZERO_SHARE = 0.3
-# Score an hour needs, in the direction of its day, to be flagged by the day-level rules.
-HOUR_LEAN = 0.5
 # Floor of the day-level scale: days differ by 10 % and more for no reason.
 DAY_SCALE_FLOOR = 0.1
+# Added to both sides of a day's actual/expected ratio, as a share of an average day: keeps the
+# ratio steady where the expected sum is small or unsteady (sparse series).
+DAY_SMOOTHING = 0.25
 # Whole-day errors the day-level scale of hourly series rests on.
 DAY_ERROR_WINDOW = 14
 # Weight, in errors, of the overall scale in each phase's own scale.
@@ -66,6 +72,10 @@ class SeasonalSettings:
     """Tuning of the seasonal detector for one granularity (lengths in points)."""
 
     block: int  # points scored with one fit (a day of hours; one day)
+    # s in x = log1p(y / s), as a share of the recent mean. Daily: small, so that most spend is in
+    # the logarithmic range (a weekday factor is then a shift, as the additive profile assumes).
+    # Hourly: the mean itself, so that quiet night hours, noisy in relative terms, stay compressed.
+    unit_share: float
     season: int  # full seasonal period (a week)
     short_season: int  # the season used before there are `full_season_after` points (hour of day)
     full_season_after: int  # points of history before the full season is used (three seasons)
@@ -89,6 +99,7 @@ class SeasonalSettings:
 
 HOURLY = SeasonalSettings(
     block=24,
+    unit_share=1.0,
     season=168,
     short_season=24,
     full_season_after=21 * 24,
@@ -103,14 +114,15 @@ HOURLY = SeasonalSettings(
     persist_threshold=3.5,
     day_threshold=4.0,
     downward_after=7 * 24,
-    cusum_allowance=1.5,
-    cusum_limit=8.0,
+    cusum_allowance=0.75,
+    cusum_limit=5.0,
     min_ratio=1.5,
     min_change_share=0.3,
     adapt_after=72,
 )
 DAILY = SeasonalSettings(
     block=1,
+    unit_share=0.25,
     season=7,
     short_season=1,
     full_season_after=21,
@@ -128,7 +140,7 @@ DAILY = SeasonalSettings(
     cusum_allowance=0.75,
     cusum_limit=5.0,
     min_ratio=1.3,
-    min_change_share=0.1,
+    min_change_share=0.4,
     adapt_after=14,
 )
 SEASONAL_SETTINGS = {HOUR: HOURLY, DAY: DAILY}
@@ -272,7 +284,10 @@ def _fit(
     recent = window[-settings.level_window :]
     if np.count_nonzero(recent) < max(3, settings.min_positive_share * len(recent)):
         return None
-    unit = float(recent.mean())
+    sparse = np.count_nonzero(recent == 0) > SPARSE_ZERO_SHARE * len(recent)
+    # Sparse series keep the mean as their unit: in the logarithmic range their zeros would be
+    # outliers of every day.
+    unit = (1.0 if sparse else settings.unit_share) * float(recent.mean())
     logged = np.log1p(window / unit)
     positions = np.arange(start, end, dtype=float)
     phases = (np.arange(start, end) + phase) % settings.season
@@ -318,7 +333,6 @@ def _fit(
         intercept = float(np.median(deseasonalised[positions >= level_from]))
     future = np.arange(end, end + horizon)
     expected = intercept + slope * future + profile[(future + phase) % settings.season]
-    sparse = np.count_nonzero(recent == 0) > SPARSE_ZERO_SHARE * len(recent)
     return _Baseline(unit=unit, expected_log=expected, full_season=full_season, sparse=sparse)
 
 
@@ -387,7 +401,9 @@ class _DetectionState:
         day_scale = None
         day_bias = 0.0
         if settings.block > 1 and len(self.day_errors) >= 7:
-            day_scale = _scale(self.day_errors, DAY_ERROR_WINDOW, DAY_SCALE_FLOOR)
+            # A spread from a week or two of days is itself uncertain: widen it while it is.
+            sample = min(len(self.day_errors), DAY_ERROR_WINDOW)
+            day_scale = _scale(self.day_errors, DAY_ERROR_WINDOW, DAY_SCALE_FLOOR) * (1 + 3 / sample)
             # Medians of hours under-predict the sum of a skewed day (a sparse series' typical hour
             # is zero): the usual error of a whole day is a bias, not news.
             day_bias = float(np.median(self.day_errors[-DAY_ERROR_WINDOW:]))
@@ -413,7 +429,10 @@ class _DetectionState:
                 if actual >= settings.min_ratio * predicted:
                     rule = _point_rule(point_score, self.previous_score, settings)
                 elif downward and actual * settings.min_ratio <= predicted:
-                    rule = _point_rule(-point_score, -self.previous_score, settings)
+                    # Before three weeks the weekday profile rests on a sample or two: drops must
+                    # be clearer then.
+                    margin = 0.0 if baseline.full_season else EARLY_DROP_MARGIN
+                    rule = _point_rule(-point_score - margin, -self.previous_score - margin, settings)
             if settings.block == 1:
                 self.cusum_up = max(0.0, self.cusum_up + point_score - settings.cusum_allowance)
                 self.cusum_down = max(0.0, self.cusum_down - point_score - settings.cusum_allowance)
@@ -432,7 +451,7 @@ class _DetectionState:
                 rule = rule or day_rule
             self.rules[point] = rule
             self.previous_score = point_score
-            self._record(point, rule, predicted, actual_log - predicted_log)
+            self._record(point, rule, predicted, actual_log - predicted_log, clean=not baseline.sparse)
 
     def _scales(self) -> np.ndarray:
         """The score's scale per phase of the short season: hours of the day differ in how wrong
@@ -470,9 +489,13 @@ class _DetectionState:
         window = slice(point - settings.block + 1, point + 1)
         if point - settings.block + 1 < self.begin or np.isnan(self.expected[window]).any():
             return RULE_NONE
-        actual_sum = float(self.values[window].sum())
+        # Hours flagged by a point rule (spikes, drops) count at their expected value: a spike is
+        # news once, not again in each of the 24 trailing windows that still hold it. Hours flagged
+        # by this rule keep their value, or a lasting change would flag itself out of its own window.
+        spikes = (self.rules[window] == RULE_POINT) | (self.rules[window] == RULE_PERSISTENCE)
+        actual_sum = float(np.where(spikes, self.expected[window], self.values[window]).sum())
         expected_sum = float(self.expected[window].sum())
-        smoothing = 0.05 * unit * settings.block
+        smoothing = DAY_SMOOTHING * unit * settings.block
         day_error = float(np.log((actual_sum + smoothing) / (expected_sum + smoothing)))
         if day_end and not point_rule and not self.flagged[window].any():
             self.day_errors.append(day_error)
@@ -482,8 +505,6 @@ class _DetectionState:
         if day_end:
             self.cusum_up = max(0.0, self.cusum_up + day_score - settings.cusum_allowance)
             self.cusum_down = max(0.0, self.cusum_down - day_score - settings.cusum_allowance)
-        # The hour itself must lean the same way: the trailing day still holds a spike or a drop
-        # for 24 hours after it ended.
         if actual_sum >= DAILY.min_ratio * expected_sum and (
             day_score >= settings.day_threshold or (self.cusum_up >= settings.cusum_limit and day_score >= 1)
         ):
@@ -499,7 +520,7 @@ class _DetectionState:
             return RULE_CUSUM
         return RULE_NONE
 
-    def _record(self, point: int, rule: int, predicted: float, error: float) -> None:
+    def _record(self, point: int, rule: int, predicted: float, error: float, clean: bool = True) -> None:
         settings = self.settings
         if rule == RULE_NONE:
             if self.run and settings.block == 1:
@@ -516,11 +537,28 @@ class _DetectionState:
         recent_flags = np.count_nonzero(self.flagged[max(self.begin, point - settings.level_window) : point])
         # Clean the history of a short anomaly; a long one, or one flag too many in the recent
         # window (the baseline is wrong, not the data), is accepted as the new normal.
-        if self.run <= settings.adapt_after and recent_flags < MAX_CLEANED_SHARE * settings.level_window:
+        # (A sparse series' expected point is a median, often zero: no stand-in for its spend.)
+        if (
+            clean
+            and self.run <= settings.adapt_after
+            and recent_flags < MAX_CLEANED_SHARE * settings.level_window
+        ):
             self.history[point] = predicted
-        if self.run == settings.adapt_after:
+        window_start = max(self.begin, point - settings.adapt_after + 1)
+        recently_flagged = np.flatnonzero(self.flagged[window_start : point + 1])
+        lasting = self.run == settings.adapt_after or (
+            # Hourly flags of a lasting change come and go with the quiet hours: three in four of the last
+            # `adapt_after` points flagged is as lasting as all of them in a row.
+            len(recently_flagged) >= settings.adapt_after * 3 // 4
+            and (self.change_at is None or self.change_at < point - settings.adapt_after)
+        )
+        if lasting:
             # A lasting change: its values become the history again, and the level starts from it.
-            start = point - self.run + 1
+            start = (
+                window_start + int(recently_flagged[0])
+                if self.run < settings.adapt_after
+                else point - self.run + 1
+            )
             self.history[start : point + 1] = self.values[start : point + 1]
             self.change_at = start
 
