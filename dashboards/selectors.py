@@ -9,14 +9,12 @@ usage records there are.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from django.apps import apps
 from django.core.paginator import Paginator
-from django.db.models import Q, TextField, Value
+from django.db.models import TextField, Value
 from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Coalesce
 from django.urls import reverse
@@ -37,8 +35,9 @@ from chargeback.models import UsageRecord, UsageRollupHourly
 from chargeback.selectors import statement_list
 from dashboards import charts, formatting
 from dashboards.filters import FEATURE_TAG, PROMPT_TEMPLATE_TAG, PageFilters
+from insights.selectors import anomaly_list
+from insights.services import anomaly_summary_line
 from tenants.models import Tenant
-from tenants.scoping import visible_tenant_ids
 from tenants.selectors import tenant_ancestor_ids
 
 # Series in a stacked chart beyond this many are summed into "Other".
@@ -834,62 +833,37 @@ def budget_views(*, principal, now: datetime, tenant_ids: list[int] | None = Non
     return views
 
 
-# --- anomalies (the insights app, when it is installed) --------------------------------------------
+# --- anomalies ------------------------------------------------------------------------------------
 
 
 def anomaly_summaries(*, principal, start: datetime, end: datetime, limit: int = 10) -> list[dict]:
-    """Recent cost anomalies the person may see, or [] when the insights app is not installed.
-
-    The app sits above this one in the dependency order and may be absent, so it is looked up at
-    run time: its own `anomaly_list(principal=...)` selector when it has one, else its Anomaly
-    model scoped here. Anything unknown sees nothing.
-    """
-    if not apps.is_installed("insights"):
-        return []
-    try:
-        selectors = importlib.import_module("insights.selectors")
-    except ImportError:
-        selectors = None
-    anomaly_list = getattr(selectors, "anomaly_list", None)
-    if anomaly_list is not None:
-        anomalies = anomaly_list(principal=principal)
-    else:
-        try:
-            model = apps.get_model("insights", "Anomaly")
-        except LookupError:
-            return []
-        anomalies = model.objects.all()
-        if hasattr(anomalies, "visible_to"):
-            anomalies = anomalies.visible_to(principal)
-        elif any(field.name == "tenant" for field in model._meta.fields):
-            visible = visible_tenant_ids(principal)
-            anomalies = anomalies if visible is None else anomalies.filter(tenant_id__in=visible)
-        else:
-            return []
-    model = anomalies.model
-    field_names = {field.name for field in model._meta.fields}
-    time_field = next(
-        (
-            name
-            for name in ("detected_at", "period_start", "hour", "started_at", "created_at")
-            if name in field_names
-        ),
-        None,
+    """The largest cost anomalies that started in [start, end) among the tenants the person may
+    see, newest first: when, tenant, the one-line summary the notifications use, and the top root
+    cause with its dollar share."""
+    anomalies = (
+        anomaly_list(principal=principal)
+        .filter(started_at__gte=start, started_at__lt=end)
+        .select_related("tenant")
+        .order_by("-started_at", "-pk")[:limit]
     )
-    if time_field:
-        anomalies = anomalies.filter(Q(**{f"{time_field}__gte": start}) & Q(**{f"{time_field}__lt": end}))
-        anomalies = anomalies.order_by(f"-{time_field}")
-    if "tenant" in field_names:
-        anomalies = anomalies.select_related("tenant")
-    return [
-        {
-            "summary": str(anomaly),
-            "when": getattr(anomaly, time_field) if time_field else None,
-            "tenant": getattr(getattr(anomaly, "tenant", None), "slug", ""),
-            "description": getattr(anomaly, "description", "") or getattr(anomaly, "message", ""),
-        }
-        for anomaly in anomalies[:limit]
-    ]
+    summaries = []
+    for anomaly in anomalies:
+        cause = anomaly.root_causes[0] if anomaly.root_causes else None
+        summaries.append(
+            {
+                "when": anomaly.started_at,
+                "tenant": anomaly.tenant.slug,
+                "status": anomaly.get_status_display(),
+                "summary": anomaly_summary_line(anomaly),
+                "description": (
+                    f"Top cause: {cause['dimension']} {cause['value'] or '(untagged)'}, "
+                    f"{formatting.usd(cause['impact_nanos'])} of the impact"
+                    if cause
+                    else ""
+                ),
+            }
+        )
+    return summaries
 
 
 # --- statements ------------------------------------------------------------------------------------

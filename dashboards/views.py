@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from django.apps import apps
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
@@ -130,7 +129,6 @@ def overview(request):
             "trends": trends,
             "breakdowns": tables,
             "budgets": selectors.budget_views(principal=request.user, now=now, tenant_ids=query.tenant_ids),
-            "anomalies_available": apps.is_installed("insights"),
             "anomalies": selectors.anomaly_summaries(
                 principal=request.user, start=query.start, end=query.end
             ),

@@ -13,6 +13,7 @@ from chargeback.models import UsageRecord
 from dashboards import selectors
 from tests.dashboards.conftest import PASSWORD
 from tests.factories import BudgetFactory, BudgetThresholdFactory, StatementFactory, StatementLineFactory
+from tests.insights.test_services import make_anomaly
 
 pytestmark = pytest.mark.django_db
 
@@ -264,10 +265,19 @@ def test_charts_carry_titles_descriptions_axes_and_legends(staff_client, usage):
     assert "<script" not in html  # server-rendered SVG, no JavaScript at all
 
 
-def test_anomalies_are_left_out_while_the_insights_app_is_absent(staff_user):
-    from django.apps import apps
-
-    if apps.is_installed("insights"):
-        pytest.skip("the insights app is installed here")
+def test_the_overview_lists_the_anomalies_a_user_may_see(team_a_client, staff_client, organisation):
     now = timezone.now()
-    assert selectors.anomaly_summaries(principal=staff_user, start=now - timedelta(days=1), end=now) == []
+    started = (now - timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
+    make_anomaly(organisation["team-a"], started_at=started, ended_at=started + timedelta(hours=1))
+    make_anomaly(organisation["team-b"], started_at=started, ended_at=started + timedelta(hours=1))
+
+    html = team_a_client.get("/").content.decode()
+    assert "Cost anomaly on team-a (total): +$40.00 (+400.00%)" in html
+    assert "Top cause: feature search, $40.00 of the impact" in html
+    assert "team-b" not in html  # another team's anomaly is not shown
+
+    staff_html = staff_client.get("/").content.decode()
+    assert "Cost anomaly on team-a (total)" in staff_html and "Cost anomaly on team-b (total)" in staff_html
+    # Outside the page's date range it is not listed.
+    earlier = staff_client.get("/?start=2020-01-01&end=2020-02-01").content.decode()
+    assert "Cost anomaly on" not in earlier and "No anomalies detected in this range." in earlier
