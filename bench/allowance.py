@@ -67,7 +67,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -75,6 +74,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from harness import free_port, stop_server, wait_for_server
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -142,6 +143,9 @@ def server_env(args) -> dict:
         LOG_LEVEL="WARNING",
         # Ingestion queues budget evaluations; keep them in memory rather than in var/broker.
         CELERY_BROKER_URL="memory://",
+        # One key sends everything: the per-key limit stays on (its Redis round trip is part of the
+        # check's cost) but high enough never to refuse.
+        ALLOWANCE_RATE_LIMIT="1000000000/min",
     )
     return env
 
@@ -251,12 +255,6 @@ def create_fixtures(args) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_server(args, port: int) -> subprocess.Popen:
     command = [
         str(Path(PYTHON).parent / "gunicorn"),
@@ -276,18 +274,7 @@ def start_server(args, port: int) -> subprocess.Popen:
         command += ["--threads", str(args.threads)]
     if args.reuse_port:
         command.append("--reuse-port")
-    server = subprocess.Popen(command, cwd=ROOT, env=server_env(args))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"gunicorn exited with {server.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return server
-        except OSError:
-            time.sleep(0.2)
-    stop_server(server)
-    raise SystemExit("gunicorn did not start within 60 s")
+    return wait_for_server(subprocess.Popen(command, cwd=ROOT, env=server_env(args)), port)
 
 
 def server_cpu_seconds(server: subprocess.Popen) -> float:
@@ -302,15 +289,6 @@ def server_cpu_seconds(server: subprocess.Popen) -> float:
         if int(fields[1]) == server.pid:  # the parent pid: a worker of this server
             total += int(fields[11]) + int(fields[12])
     return total / ticks
-
-
-def stop_server(server: subprocess.Popen) -> None:
-    server.terminate()
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
 
 
 # --------------------------------------------------------------------------- endpoints

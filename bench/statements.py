@@ -334,7 +334,7 @@ def _worker(job: int, jobs: int, context: dict) -> tuple[int, int]:
     from chargeback.pricing import TokenBuckets, normalize_model, normalize_provider
     from chargeback.usage_storage import USAGE_COLUMNS
 
-    assert len(USAGE_COLUMNS) == 23, "the usage row layout changed: update this script"
+    assert len(USAGE_COLUMNS) == 24, "the usage row layout changed: update this script"
     rng = random.Random(context["seed"] * 1000 + job)
     price_book, factors, counts = context["price_book"], context["factors"], context["counts"]
     override_tenants, pools = context["override_tenants"], context["pools"]
@@ -401,7 +401,7 @@ def _worker(job: int, jobs: int, context: dict) -> tuple[int, int]:
                         uncached, cached, cache_write, output, reasoning,
                         int(200 + context_tokens * 0.05 + output * rng.uniform(8, 30)),
                         "error" if rng.random() < 0.01 else "ok", tags[index], list_cost, cost, None,
-                        pricing_source, price_version, "api", 0,
+                        pricing_source, price_version, "api", 0, None,
                     ))  # fmt: skip
                     copied += 1
                     cost_sum += cost or 0

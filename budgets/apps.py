@@ -15,3 +15,8 @@ class BudgetsConfig(AppConfig):
         from chargeback.metrics import metric_families_register
 
         metric_families_register(budget_metric_families)
+
+        from budgets.demo import seed_routing_demo
+        from chargeback.demo import demo_seed_step_register
+
+        demo_seed_step_register(seed_routing_demo)

@@ -1,6 +1,6 @@
 import django_filters
 
-from budgets.models import Budget
+from budgets.models import Budget, NotificationChannel
 
 
 class BudgetFilterSet(django_filters.FilterSet):
@@ -9,3 +9,11 @@ class BudgetFilterSet(django_filters.FilterSet):
     class Meta:
         model = Budget
         fields = ["tenant", "period", "action", "is_active", "model", "provider"]
+
+
+class NotificationChannelFilterSet(django_filters.FilterSet):
+    tenant = django_filters.CharFilter(field_name="tenant__slug")
+
+    class Meta:
+        model = NotificationChannel
+        fields = ["tenant", "kind", "is_active"]

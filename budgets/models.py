@@ -1,6 +1,7 @@
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from tenants.models import Tenant
 from tenants.scoping import TenantScopedQuerySet
@@ -122,6 +123,10 @@ class BudgetAlert(models.Model):
         return f"{self.budget} {self.period_key} {self.threshold} {self.kind}"
 
 
+class NotificationChannelQuerySet(TenantScopedQuerySet):
+    pass
+
+
 class NotificationChannel(models.Model):
     """Where a tenant's alerts go. A tenant without channels uses its nearest ancestor's."""
 
@@ -137,6 +142,8 @@ class NotificationChannel(models.Model):
     secret = models.CharField(max_length=200, blank=True, help_text="HMAC-SHA256 key for webhook signatures.")
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = NotificationChannelQuerySet.as_manager()
 
     class Meta:
         ordering = ["tenant__slug", "name"]
@@ -181,3 +188,117 @@ class NotificationDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel} #{self.pk} {self.status}"
+
+
+class RoutingPolicyQuerySet(TenantScopedQuerySet):
+    pass
+
+
+class RoutingPolicy(models.Model):
+    """Suggests another (usually cheaper) model for some calls of a tenant and everything below it.
+
+    The allowance check tries the active policies of the caller's tenant and its ancestors, by
+    precedence (lower first; then the nearest tenant), and in each its rules in position order: the
+    first rule whose conditions all hold chooses the model (budgets.routing_selectors). A policy
+    with `share` below 1 is an A/B test: a stable hash of the policy and the call's `split_tag`
+    value puts the call in the policy arm (the rule's model is suggested) or the control arm
+    (nothing is); calls without that tag are left out of it.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="routing_policies")
+    name = models.CharField(max_length=200)
+    precedence = models.PositiveIntegerField(default=100, help_text="Lower is tried first.")
+    share = models.DecimalField(
+        max_digits=5,
+        decimal_places=4,
+        default=1,
+        validators=[MinValueValidator(0), MaxValueValidator(1)],
+        help_text="Share of matching traffic in the policy arm (1: all of it; below 1: an A/B test).",
+    )
+    split_tag = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Tag whose value decides the arm (e.g. user or session): required when share < 1.",
+    )
+    active_from = models.DateTimeField(
+        default=timezone.now,
+        help_text="When the policy took effect: its report compares cost per request before and after.",
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = RoutingPolicyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["tenant__slug", "precedence", "name"]
+        verbose_name_plural = "routing policies"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(share__gte=0) & Q(share__lte=1), name="routing_policy_share_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(share=1) | ~Q(split_tag=""), name="routing_policy_split_tag_required"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug}: {self.name}"
+
+
+class RoutingRuleQuerySet(TenantScopedQuerySet):
+    tenant_field = "policy__tenant_id"
+
+
+class RoutingRule(models.Model):
+    """One way a policy routes: when every condition given holds, use `target_model`. Conditions:
+    a tag value (e.g. feature=search), the model asked for, an applicable budget at least
+    `min_budget_percent` used, and an input estimate below `max_input_tokens`."""
+
+    policy = models.ForeignKey(RoutingPolicy, on_delete=models.CASCADE, related_name="rules")
+    position = models.PositiveSmallIntegerField(help_text="Rules of a policy are tried in this order.")
+    tag_key = models.CharField(max_length=64, blank=True)
+    tag_value = models.CharField(max_length=256, blank=True)
+    from_model = models.CharField(
+        max_length=200, blank=True, help_text="Only calls asking for this model (normalised); empty: any."
+    )
+    min_budget_percent = models.DecimalField(
+        max_digits=6,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Only when an applicable budget is at least this percent used.",
+    )
+    max_input_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Only when the call's estimated input tokens are below this."
+    )
+    target_model = models.CharField(max_length=200, help_text="The model to use (normalised).")
+    target_provider = models.CharField(max_length=100, blank=True)
+
+    objects = RoutingRuleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["policy", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["policy", "position"], name="routing_rule_position_unique"),
+            models.CheckConstraint(
+                condition=Q(tag_key="") | ~Q(tag_value=""), name="routing_rule_tag_value_required"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.policy} #{self.position}: {self.description}"
+
+    @property
+    def description(self) -> str:
+        """The rule in words, e.g. 'feature=search, budget >= 80% used -> gpt-4o-mini'."""
+        conditions = []
+        if self.tag_key:
+            conditions.append(f"{self.tag_key}={self.tag_value}")
+        if self.from_model:
+            conditions.append(f"model {self.from_model}")
+        if self.min_budget_percent is not None:
+            conditions.append(f"budget >= {self.min_budget_percent.normalize():f}% used")
+        if self.max_input_tokens is not None:
+            conditions.append(f"input < {self.max_input_tokens} tokens")
+        return f"{', '.join(conditions) or 'any call'} -> {self.target_model}"

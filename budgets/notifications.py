@@ -19,7 +19,6 @@ import logging
 import smtplib
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -32,6 +31,12 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from budgets.models import BudgetAlert, NotificationChannel, NotificationDelivery
+from budgets.webhook_targets import (
+    GuardedHTTPHandler,
+    GuardedHTTPSHandler,
+    TargetNotAllowed,
+    target_url_check,
+)
 from chargeback import money
 from tenants.models import Tenant
 from tenants.selectors import tenant_ancestor_ids
@@ -276,12 +281,13 @@ def webhook_signature_verify(
 
 
 def _opener() -> urllib.request.OpenerDirector:
-    # http(s) only, and no redirects: a 3xx is an error like any other non-2xx answer.
+    # http(s) only, and no redirects: a 3xx is an error like any other non-2xx answer (and cannot
+    # lead to an internal address). The handlers connect only to addresses the target policy allows.
     opener = urllib.request.OpenerDirector()
     for handler in (
         urllib.request.ProxyHandler(),
-        urllib.request.HTTPHandler(),
-        urllib.request.HTTPSHandler(),
+        GuardedHTTPHandler(),
+        GuardedHTTPSHandler(),
         urllib.request.HTTPDefaultErrorHandler(),
         urllib.request.HTTPErrorProcessor(),
     ):
@@ -290,9 +296,10 @@ def _opener() -> urllib.request.OpenerDirector:
 
 
 def _check_url(url: str) -> None:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise DeliveryAbandoned(f"target is not an http(s) URL: {url!r}")
+    try:
+        target_url_check(url)
+    except TargetNotAllowed as error:
+        raise DeliveryAbandoned(str(error)) from error
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
@@ -305,13 +312,19 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
     try:
         with _opener().open(request, timeout=settings.NOTIFICATION_HTTP_TIMEOUT_SECONDS) as response:
             return response.status
+    except TargetNotAllowed as error:  # checked before a request through a proxy
+        raise DeliveryAbandoned(str(error)) from error
     except urllib.error.HTTPError as error:
         with error:
             detail = error.read(_ERROR_DETAIL_CHARS).decode(errors="replace").strip()
         raise _SendError(
             f"HTTP {error.code}: {detail}" if detail else f"HTTP {error.code}", error.code
         ) from error
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
+    except urllib.error.URLError as error:
+        if isinstance(error.reason, TargetNotAllowed):  # checked when connecting: retrying cannot help
+            raise DeliveryAbandoned(str(error.reason)) from error
+        raise _SendError(f"{type(error).__name__}: {error}") from error
+    except (http.client.HTTPException, OSError) as error:
         raise _SendError(f"{type(error).__name__}: {error}") from error
 
 

@@ -12,8 +12,9 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from budgets.counters import CountersUnavailable, counter_key, counters_enabled, counters_read
-from budgets.models import Budget
+from budgets.models import Budget, NotificationChannel
 from budgets.periods import Period, budget_period
+from budgets.routing_selectors import RoutingChoice, routing_choose, routing_policies_for_tenant
 from chargeback import money
 from chargeback.selectors import usage_cost_between
 from tenants.selectors import tenant_ancestor_ids, tenant_descendant_ids
@@ -25,6 +26,10 @@ FORECAST_MIN_ELAPSED = 0.05
 
 def budget_list(*, principal):
     return Budget.objects.visible_to(principal).select_related("tenant").prefetch_related("thresholds")
+
+
+def notification_channel_list(*, principal):
+    return NotificationChannel.objects.visible_to(principal).select_related("tenant")
 
 
 def budget_matches(budget: Budget, *, provider: str, model_id: str, tags: dict[str, str]) -> bool:
@@ -160,6 +165,7 @@ class AllowanceDecision:
     suggested_model: str
     source: str  # "counters", "database", "none" or "unavailable"
     fresh: bool
+    routing: RoutingChoice | None = None
 
 
 def allowance_check(
@@ -170,25 +176,31 @@ def allowance_check(
     tags: dict[str, str],
     estimated_cost_nanos: int,
     now: datetime,
+    estimated_input_tokens: int | None = None,
 ) -> AllowanceDecision:
     """May this tenant spend `estimated_cost_nanos` now? Checks every applicable budget on the
     tenant and its ancestors against spend in its current period, from the Redis counters (one
     round trip) or, when they are unavailable, from the database; when neither can be read each
-    budget's fail mode decides."""
+    budget's fail mode decides. Then the routing policies of the tenant and its ancestors may
+    suggest another model (`routing`); a denying budget's fallback model goes first."""
     budgets = [
         budget
         for budget in _budgets_for_tenant(tenant_id)
         if budget_matches(budget, provider=provider, model_id=model_id, tags=tags)
     ]
+    policies = routing_policies_for_tenant(tenant_id)
+    call = (policies, model_id, tags, estimated_input_tokens)
     if not budgets:
-        return AllowanceDecision(True, "No budget applies.", None, None, None, None, "", "none", True)
+        decision = AllowanceDecision(True, "No budget applies.", None, None, None, None, "", "none", True)
+        return _routed(decision, *call, None)
     periods = [budget_current_period(budget, now) for budget in budgets]
     spent, source, fresh = _spent_for(budgets, periods)
     if spent is None:
         closed = [budget for budget in budgets if budget.fail_mode == Budget.FailMode.CLOSED]
         deciding = closed[0] if closed else budgets[0]
         reason = "Spend cannot be read; the budget fails " + ("closed." if closed else "open.")
-        return AllowanceDecision(not closed, reason, deciding, None, None, None, "", "unavailable", False)
+        decision = AllowanceDecision(not closed, reason, deciding, None, None, None, "", "unavailable", False)
+        return _routed(decision, *call, None)
 
     denying, tightest = None, None
     for budget, period, used in zip(budgets, periods, spent, strict=True):
@@ -209,7 +221,7 @@ def allowance_check(
         )
     else:
         reason = "Within every applicable budget."
-    return AllowanceDecision(
+    decision = AllowanceDecision(
         allowed=denying is None,
         reason=reason,
         budget=budget,
@@ -220,6 +232,31 @@ def allowance_check(
         source=source,
         fresh=fresh,
     )
+    usage = [(used, applicable.amount_nanos) for applicable, used in zip(budgets, spent, strict=True)]
+    return _routed(decision, *call, usage)
+
+
+def _routed(
+    decision: AllowanceDecision,
+    policies,
+    model_id: str,
+    tags: dict[str, str],
+    estimated_input_tokens: int | None,
+    budget_usage: list[tuple[int, int]] | None,
+) -> AllowanceDecision:
+    """The decision with the routing policies' choice; a denying budget's fallback model stays the
+    suggestion, otherwise the policy arm's model is."""
+    if policies:
+        decision.routing = routing_choose(
+            policies,
+            model_id=model_id,
+            tags=tags,
+            estimated_input_tokens=estimated_input_tokens,
+            budget_usage=budget_usage,
+        )
+        if decision.routing is not None and not decision.suggested_model:
+            decision.suggested_model = decision.routing.suggested_model
+    return decision
 
 
 def _spent_for(budgets: list[Budget], periods: list[Period]) -> tuple[list[int] | None, str, bool]:

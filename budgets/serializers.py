@@ -4,11 +4,12 @@ from decimal import Decimal
 from rest_framework import serializers
 from rest_framework.utils.serializer_helpers import BindingDict, ReturnDict
 
-from budgets.models import Budget, BudgetThreshold
+from budgets.models import Budget, BudgetThreshold, NotificationChannel, RoutingPolicy, RoutingRule
 from chargeback import money
 from chargeback.pricing import model_id_for, normalize_provider
 from chargeback.serializers import NanosAsUsdField, UsdAmountField
 from tenants.models import Tenant
+from tenants.serializers import TenantSlugField
 
 
 class BudgetThresholdSerializer(serializers.ModelSerializer):
@@ -22,7 +23,7 @@ class BudgetThresholdSerializer(serializers.ModelSerializer):
 class BudgetSerializer(serializers.ModelSerializer):
     """A budget as the API shows and accepts it. `amount_usd` is a decimal string."""
 
-    tenant = serializers.SlugRelatedField(slug_field="slug", queryset=Tenant.objects.none())
+    tenant = TenantSlugField()
     amount_usd = UsdAmountField(source="amount_nanos", min_value=Decimal("0.000000001"))
     thresholds = BudgetThresholdSerializer(many=True, required=False)
 
@@ -201,6 +202,24 @@ class AllowanceBudgetSerializer(serializers.Serializer):
     action = serializers.CharField()
 
 
+class AllowanceRoutingSerializer(serializers.Serializer):
+    policy_id = serializers.IntegerField()
+    policy_name = serializers.CharField()
+    rule_id = serializers.IntegerField()
+    rule_position = serializers.IntegerField()
+    rule_description = serializers.CharField(help_text="The rule that chose the model, in words.")
+    arm = serializers.ChoiceField(
+        choices=["policy", "control"],
+        help_text="policy: use `model`; control (an A/B policy's other arm): keep the model asked for.",
+    )
+    model = serializers.CharField()
+    provider = serializers.CharField(allow_blank=True)
+    tags = serializers.DictField(
+        child=serializers.CharField(),
+        help_text="Put these tags on the call's usage record: the policy's report compares the arms by them.",
+    )
+
+
 class AllowanceResponseSerializer(_SharedFieldsMixin, serializers.Serializer):
     allowed = serializers.BooleanField()
     reason = serializers.CharField()
@@ -208,7 +227,13 @@ class AllowanceResponseSerializer(_SharedFieldsMixin, serializers.Serializer):
     spent_usd = NanosAsUsdField(source="spent_nanos", allow_null=True)
     remaining_usd = NanosAsUsdField(source="remaining_nanos", allow_null=True)
     period_end = serializers.DateTimeField(allow_null=True)
-    suggested_model = serializers.CharField(allow_blank=True)
+    suggested_model = serializers.CharField(
+        allow_blank=True,
+        help_text="A denying budget's fallback model, else the routing policy's model (policy arm); empty: none.",
+    )
+    routing = AllowanceRoutingSerializer(
+        allow_null=True, help_text="The routing policy and rule that matched the call, if any."
+    )
     source = serializers.CharField()
     fresh = serializers.BooleanField()
     estimated_cost_usd = NanosAsUsdField(source="estimated_cost_nanos")
@@ -239,8 +264,139 @@ def allowance_response_data(decision) -> ReturnDict:
         if decision.period_end is None
         else _PERIOD_END.to_representation(decision.period_end),
         "suggested_model": str(decision.suggested_model),
+        "routing": _routing_data(decision.routing),
         "source": str(decision.source),
         "fresh": bool(decision.fresh),
         "estimated_cost_usd": money.nanos_to_str(decision.estimated_cost_nanos),
     }
     return ReturnDict(data, serializer=AllowanceResponseSerializer(decision))
+
+
+def _routing_data(routing) -> dict | None:
+    if routing is None:
+        return None
+    return {
+        "policy_id": int(routing.policy_id),
+        "policy_name": str(routing.policy_name),
+        "rule_id": int(routing.rule_id),
+        "rule_position": int(routing.rule_position),
+        "rule_description": str(routing.rule_description),
+        "arm": str(routing.arm),
+        "model": str(routing.model),
+        "provider": str(routing.provider),
+        "tags": {str(key): str(value) for key, value in routing.tags.items()},
+    }
+
+
+# --- routing policies -------------------------------------------------------------------------------
+
+
+class RoutingRuleSerializer(serializers.ModelSerializer):
+    min_budget_percent = serializers.DecimalField(
+        max_digits=6, decimal_places=2, min_value=Decimal(0), required=False, allow_null=True
+    )
+    description = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = RoutingRule
+        fields = [
+            "id",
+            "position",
+            "tag_key",
+            "tag_value",
+            "from_model",
+            "min_budget_percent",
+            "max_input_tokens",
+            "target_model",
+            "target_provider",
+            "description",
+        ]
+        read_only_fields = ["id", "description"]
+        extra_kwargs = {"position": {"required": False}}
+
+    def validate(self, attrs):
+        if bool(attrs.get("tag_key")) != bool(attrs.get("tag_value")):
+            raise serializers.ValidationError({"tag_value": "tag_key and tag_value go together."})
+        if not attrs.get("target_model"):
+            # Also in a PATCH: rules given are whole rules (they replace the policy's rules).
+            raise serializers.ValidationError({"target_model": "Each rule names the model to use."})
+        provider = normalize_provider(attrs.get("target_provider", ""))
+        attrs["target_provider"] = provider
+        attrs["target_model"] = model_id_for(provider, attrs["target_model"])
+        if attrs.get("from_model"):
+            attrs["from_model"] = model_id_for("", attrs["from_model"])
+        return attrs
+
+
+class RoutingPolicySerializer(serializers.ModelSerializer):
+    """A routing policy with its rules (tried in order; the first whose conditions all hold chooses)."""
+
+    tenant = TenantSlugField()
+    share = serializers.DecimalField(
+        max_digits=5, decimal_places=4, min_value=Decimal(0), max_value=Decimal(1), required=False
+    )
+    rules = RoutingRuleSerializer(many=True)
+
+    class Meta:
+        model = RoutingPolicy
+        fields = [
+            "id",
+            "tenant",
+            "name",
+            "precedence",
+            "share",
+            "split_tag",
+            "active_from",
+            "is_active",
+            "rules",
+            "created_at",
+        ]
+        read_only_fields = ["id", "created_at"]
+        extra_kwargs = {"active_from": {"required": False}}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        request = self.context.get("request")
+        if request is not None:
+            # A key may only place policies on tenants it can see.
+            self.fields["tenant"].queryset = Tenant.objects.visible_to(request.auth)
+
+    def validate(self, attrs):
+        share = attrs.get("share", getattr(self.instance, "share", Decimal(1)))
+        split_tag = attrs.get("split_tag", getattr(self.instance, "split_tag", ""))
+        if share != 1 and not split_tag:
+            raise serializers.ValidationError(
+                {"split_tag": "An A/B policy (share below 1) needs the tag whose value splits the traffic."}
+            )
+        if "rules" in attrs:
+            if not attrs["rules"]:
+                raise serializers.ValidationError({"rules": "A policy needs at least one rule."})
+            positions = [rule["position"] for rule in attrs["rules"] if rule.get("position")]
+            if len(positions) != len(set(positions)):
+                raise serializers.ValidationError({"rules": "Each rule position may appear once."})
+        return attrs
+
+
+class NotificationChannelSerializer(serializers.ModelSerializer):
+    """A notification channel. The webhook signing `secret` is write-only (`has_secret` says whether
+    one is set); webhook and Slack targets must pass the target policy (code
+    `notification_target_not_allowed`)."""
+
+    tenant = TenantSlugField()
+    secret = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=200)
+    has_secret = serializers.SerializerMethodField()
+
+    class Meta:
+        model = NotificationChannel
+        fields = ["id", "tenant", "name", "kind", "target", "secret", "has_secret", "is_active", "created_at"]
+        read_only_fields = ["id", "created_at"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        request = self.context.get("request")
+        if request is not None:
+            # A key may only place channels on tenants it can see.
+            self.fields["tenant"].queryset = Tenant.objects.visible_to(request.auth)
+
+    def get_has_secret(self, channel: NotificationChannel) -> bool:
+        return bool(channel.secret)

@@ -15,7 +15,13 @@ from chargeback.models import (
     UsageRecord,
     UsageRollupHourly,
 )
-from chargeback.services import statement_finalize
+from chargeback.services import (
+    allocation_rule_delete,
+    allocation_rule_save,
+    price_override_delete,
+    price_override_save,
+    statement_finalize,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -85,6 +91,17 @@ class PriceOverrideAdmin(admin.ModelAdmin):
     list_filter = ["provider"]
     search_fields = ["model", "tenant__slug", "note"]
     autocomplete_fields = ["tenant"]
+
+    # Changes go through the services, which audit them.
+    def save_model(self, request, obj, form, change):
+        price_override_save(override=obj, actor=request.user)
+
+    def delete_model(self, request, obj):
+        price_override_delete(override=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for override in queryset:
+            price_override_delete(override=override, actor=request.user)
 
 
 @admin.register(RerateAudit)
@@ -172,7 +189,7 @@ class StatementAdmin(admin.ModelAdmin):
     @admin.action(description="Finalize selected drafts")
     def finalize(self, request, queryset):
         for statement in queryset.filter(status=Statement.Status.DRAFT):
-            finalized = statement_finalize(statement_id=statement.pk)
+            finalized = statement_finalize(statement_id=statement.pk, actor=request.user)
             messages.success(request, f"{finalized.tenant.slug} {finalized.period_key}: {finalized.number}")
 
 
@@ -181,6 +198,17 @@ class AllocationRuleAdmin(admin.ModelAdmin):
     list_display = ["precedence", "name", "tag_key", "tag_value", "target", "scope", "is_active"]
     list_filter = ["is_active", "tag_key"]
     autocomplete_fields = ["target", "scope"]
+
+    # Changes go through the services, which audit them.
+    def save_model(self, request, obj, form, change):
+        allocation_rule_save(rule=obj, actor=request.user)
+
+    def delete_model(self, request, obj):
+        allocation_rule_delete(rule=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for rule in queryset:
+            allocation_rule_delete(rule=rule, actor=request.user)
 
 
 @admin.register(SharedCostRule)

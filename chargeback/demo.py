@@ -11,15 +11,22 @@ day the demo organisation was created, so a later run continues the same curve),
 rate, and one runaway-retry spike: Globex's support bot on the third day before the seed, for
 anomaly detection to find. A nightly evaluation job calls an in-house fine-tune no price list knows
 (`acme-finetune-v2`), so unpriced usage is visible.
+
+For cost optimisation to find: a share of the support and search calls are FAQ-like prompts asked
+again and again (records carry a `prompt_hash`), and the support feature `chat` runs partly on
+gpt-4o and claude-sonnet-4-5 where gpt-4o-mini serves the same feature elsewhere. Apps above this
+one add their own demo data through `demo_seed_step_register` (budgets: a routing policy with an
+A/B split, and the calls of both arms).
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import random
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -130,6 +137,9 @@ class Workload:
     customer: str = ""
     staging_share: float = 0.08
     tags: dict[str, str] = field(default_factory=dict)
+    # The share of calls that are one of `faq_prompts` recurring prompts (they carry a prompt_hash).
+    faq_share: float = 0.0
+    faq_prompts: int = 30
 
 
 WORKLOADS = (
@@ -144,6 +154,7 @@ WORKLOADS = (
         hours=CUSTOMER_HOURS,
         week=CUSTOMER_WEEK,
         customer="globex",
+        faq_share=0.3,
     ),
     Workload(
         "initech-chat",
@@ -156,6 +167,7 @@ WORKLOADS = (
         hours=CUSTOMER_HOURS,
         week=CUSTOMER_WEEK,
         customer="initech",
+        faq_share=0.25,
     ),
     Workload(
         "search-summary",
@@ -165,6 +177,8 @@ WORKLOADS = (
         1000,
         {"gemini-2.5-flash": 0.7, "gpt-4o-mini": 0.2, "gemini-2.5-pro": 0.1},
         ("search-answer-v12", "search-snippet-v4"),
+        faq_share=0.15,
+        faq_prompts=60,
     ),
     Workload(
         "search-rerank",
@@ -293,7 +307,7 @@ def _record(rng: random.Random, workload: Workload, event_id: str, at: datetime,
     }
     if workload.customer:
         tags["customer"] = workload.customer
-    return {
+    record = {
         "event_id": event_id,
         "timestamp": at,
         "tenant": workload.tenant,
@@ -308,6 +322,27 @@ def _record(rng: random.Random, workload: Workload, event_id: str, at: datetime,
         "status": status,
         "tags": tags,
     }
+    prompt_hash = _faq_prompt_hash(workload, event_id, model)
+    if prompt_hash is not None:
+        record["prompt_hash"] = prompt_hash
+    return record
+
+
+def demo_call(rng: random.Random, workload: Workload, event_id: str, at: datetime, model: str) -> dict:
+    """One call of a workload on a model, as the demo draws them (for demo steps of other apps)."""
+    return _record(rng, workload, event_id, at, model)
+
+
+def _faq_prompt_hash(workload: Workload, event_id: str, model: str) -> str | None:
+    """Whether this call is a recurring prompt, and which: from a digest of its event id, so that the
+    generator's random sequence (and every other figure) is the same with or without it."""
+    if not workload.faq_share:
+        return None
+    draw = int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
+    if draw % 10_000 >= workload.faq_share * 10_000:
+        return None
+    prompt = (draw // 10_000) % workload.faq_prompts
+    return "sha256:" + hashlib.sha256(f"{workload.key}:{model}:faq-{prompt}".encode()).hexdigest()
 
 
 def _hour_counts(
@@ -376,10 +411,24 @@ class SeedReport:
     admin_created: bool = False
     api_key: str = ""
     api_key_created: bool = False
+    # Lines about what demo steps of other apps added, for the command to print.
+    notes: list[str] = field(default_factory=list)
 
 
 def _now() -> datetime:
     return timezone.now()
+
+
+# Demo data of apps above this one, added after the usage: each step gets the report, the demo
+# tenants by slug, the anchor day, the days seeded and now. Registered in their AppConfig.ready().
+DemoSeedStep = Callable[..., None]
+_demo_seed_steps: list[DemoSeedStep] = []
+
+
+def demo_seed_step_register(step: DemoSeedStep) -> None:
+    """Run `step(report=..., tenants=..., anchor=..., days=..., now=...)` after the demo's usage."""
+    if step not in _demo_seed_steps:
+        _demo_seed_steps.append(step)
 
 
 def seed_tenants(report: SeedReport) -> dict[str, Tenant]:
@@ -497,9 +546,22 @@ def seed_demo(*, days: int = 28, progress=None) -> SeedReport:
     # regenerate exactly the same calls for days already seeded.
     anchor = tenants[ORG_SLUG].created_at.astimezone(UTC).date()
     seed_usage(report, tenants=tenants, anchor=anchor, days=days, now=now, progress=progress)
+    for step in _demo_seed_steps:
+        step(report=report, tenants=tenants, anchor=anchor, days=days, now=now)
     seed_admin(report)
     seed_api_key(report)
     return report
 
 
-__all__ = ["SEED", "TENANTS", "WORKLOADS", "SeedReport", "day_records", "demo_records", "growth", "seed_demo"]
+__all__ = [
+    "SEED",
+    "TENANTS",
+    "WORKLOADS",
+    "SeedReport",
+    "day_records",
+    "demo_call",
+    "demo_records",
+    "demo_seed_step_register",
+    "growth",
+    "seed_demo",
+]

@@ -24,6 +24,7 @@ class UsageRecordFilterSet(django_filters.FilterSet):
     )
     end = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt", help_text="Exclusive.")
     event_id = django_filters.CharFilter(field_name="event_id")
+    prompt_hash = django_filters.CharFilter(field_name="prompt_hash")
 
     class Meta:
         model = UsageRecord
@@ -37,6 +38,7 @@ class UsageRecordFilterSet(django_filters.FilterSet):
             "start",
             "end",
             "event_id",
+            "prompt_hash",
         ]
 
     def filter_tenant(self, queryset, name, value):

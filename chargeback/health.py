@@ -23,8 +23,13 @@ def database_check() -> dict:
 
 def broker_check(timeout_seconds: float = 2.0) -> dict:
     transport = celery_app.conf.broker_url.split("://", 1)[0]
+    # The socket timeouts bound the check when the broker hangs (accepts, never answers): the retry
+    # timeout alone only bounds connecting.
+    bounded = {"socket_timeout": timeout_seconds, "socket_connect_timeout": timeout_seconds}
     try:
-        with celery_app.connection_for_write() as broker:
+        with celery_app.connection_for_write(
+            transport_options=bounded if transport.startswith(("redis", "rediss", "sentinel")) else None
+        ) as broker:
             broker.ensure_connection(max_retries=1, timeout=timeout_seconds)
     except Exception as error:  # kombu raises transport-specific errors; any of them means "down"
         return {"ok": False, "transport": transport, "error": str(error).strip()[:200]}

@@ -15,6 +15,7 @@ from chargeback.litellm_callback import litellm_body_split, litellm_payloads_ing
 from chargeback.otlp import OtlpBodyError, otlp_request_decode, otlp_response_encode, otlp_traces_ingest
 from chargeback.parsers import RawJsonParser, read_bounded_body
 from chargeback.serializers import UsageIngestResultSerializer
+from chargeback.throttling import RETRY_AFTER_HEADER, IngestRateThrottle
 from chargeback.usage_api import _ERROR_RESPONSE
 from chargeback.usage_input import BodyError
 from tenants.permissions import HasIngestScope
@@ -93,6 +94,8 @@ class OtlpTracesApi(generics.GenericAPIView):
 
     parser_classes = [OtlpProtobufParser, RawJsonParser]
     permission_classes = [HasIngestScope]
+    throttle_classes = [IngestRateThrottle]
+    bounds_own_request_body = True  # INGEST_MAX_BODY_BYTES, decompressed too (the parsers)
 
     def _json(self) -> bool:
         request = getattr(self, "request", None)
@@ -108,6 +111,7 @@ class OtlpTracesApi(generics.GenericAPIView):
             "come from span and resource attributes by OTLP_ATTRIBUTE_MAPPING."
         ),
         request=_OTLP_BODY,
+        parameters=[RETRY_AFTER_HEADER],
         responses={
             (200, JSON): OpenApiResponse(
                 response={
@@ -129,8 +133,8 @@ class OtlpTracesApi(generics.GenericAPIView):
                 response=OpenApiTypes.BINARY,
                 description="ExportTraceServiceResponse, for a protobuf request (empty on full success)",
             ),
-            **{(code, JSON): _OTLP_ERROR for code in (400, 401, 403, 413, 415)},
-            **{(code, PROTOBUF): _OTLP_ERROR_PROTOBUF for code in (400, 401, 403, 413, 415)},
+            **{(code, JSON): _OTLP_ERROR for code in (400, 401, 403, 413, 415, 429)},
+            **{(code, PROTOBUF): _OTLP_ERROR_PROTOBUF for code in (400, 401, 403, 413, 415, 429)},
         },
     )
     def post(self, request):
@@ -188,6 +192,8 @@ class LiteLlmCallbackApi(generics.GenericAPIView):
     parser_classes = [LiteLlmJsonParser, LiteLlmNdjsonParser]
     permission_classes = [HasIngestScope]
     serializer_class = UsageIngestResultSerializer
+    throttle_classes = [IngestRateThrottle]
+    bounds_own_request_body = True  # LITELLM_MAX_BODY_BYTES, decompressed too (the parsers)
 
     @extend_schema(
         tags=["integrations"],
@@ -209,7 +215,9 @@ class LiteLlmCallbackApi(generics.GenericAPIView):
             413: _ERROR_RESPONSE,
             415: _ERROR_RESPONSE,
             422: _ERROR_RESPONSE,
+            429: _ERROR_RESPONSE,
         },
+        parameters=[RETRY_AFTER_HEADER],
     )
     def post(self, request):
         body = request.data

@@ -204,13 +204,23 @@ def metrics_render(accept_header: str = "") -> tuple[bytes, str]:
     seconds = getattr(settings, "METRICS_CACHE_SECONDS", 0)
     key = metrics_cache_key(content_type)
     if seconds:
-        body = shared_cache.get(key)
+        body = _cache_call(shared_cache.get, key)
         if body is not None:
             return body, content_type
     body = encoder(metrics_registry())
     if seconds:
-        shared_cache.set(key, body, seconds)
+        _cache_call(shared_cache.set, key, body, seconds)
     return body, content_type
+
+
+def _cache_call(method, *args):
+    """A shared-cache call that may fail: with the cache (Redis) down, every scrape computes its
+    own answer rather than failing."""
+    try:
+        return method(*args)
+    except Exception as error:  # the Redis client's errors, whatever the cache backend raises
+        logger.warning("metrics cache unavailable (%s); answering without it", error)
+        return None
 
 
 @require_GET

@@ -38,7 +38,13 @@ class UsageRecordQuerySet(TenantScopedQuerySet):
 class UsageRecord(models.Model):
     """One LLM call, priced once at ingestion. Token counts are disjoint buckets."""
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="usage_records")
+    # No foreign key constraint in the database: its check locks the tenant row once per inserted
+    # record, and concurrent batches of one tenant then contend on that row (multixacts). Ingestion
+    # locks each batch's tenants once instead (usage_storage.usage_rows_store), and PROTECT keeps
+    # a tenant with usage from being deleted.
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.PROTECT, related_name="usage_records", db_constraint=False
+    )
     event_id = models.CharField(max_length=200)
     payload_hash = models.CharField(max_length=32)
     occurred_at = models.DateTimeField()
@@ -65,6 +71,9 @@ class UsageRecord(models.Model):
     pricing_source = models.CharField(max_length=20, choices=PricingSource.choices)
     price_version = models.CharField(max_length=100, blank=True)
     source = models.CharField(max_length=10, choices=UsageSource.choices, default=UsageSource.API)
+    # The client's digest of the prompt (e.g. a SHA-256 of the request), so that repeated prompts
+    # (what an exact-match cache would have answered) can be found; null when none was sent.
+    prompt_hash = models.CharField(max_length=128, null=True, blank=True)
 
     objects = UsageRecordQuerySet.as_manager()
 
@@ -79,6 +88,12 @@ class UsageRecord(models.Model):
                 fields=["tenant", "occurred_at"],
                 name="usage_unpriced_idx",
                 condition=Q(pricing_source="unpriced"),
+            ),
+            # Partial: records without a prompt hash (most) cost the ingest path no index entry.
+            models.Index(
+                fields=["tenant", "prompt_hash", "occurred_at"],
+                name="usage_prompt_hash_idx",
+                condition=Q(prompt_hash__isnull=False),
             ),
         ]
 

@@ -38,7 +38,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from chargeback.models import UsageSource
 from chargeback.services import IngestResult, usage_records_ingest
-from chargeback.usage_input import MAX_TAGS
+from chargeback.usage_input import MAX_TAGS, PROMPT_HASH_PATTERN
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,8 @@ COST_ATTRIBUTES = ("gen_ai.usage.cost",)
 MAX_LATENCY_MS = 86_400_000
 MAX_TAG_VALUE_LENGTH = 256
 _TAG_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_PROMPT_HASH = re.compile(PROMPT_HASH_PATTERN)
+MAX_PROMPT_HASH_LENGTH = 128
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # How many rejected spans are named in partialSuccess.errorMessage; the rest are counted.
 _ERRORS_IN_MESSAGE = 5
@@ -157,10 +159,11 @@ def otlp_response_encode(response: ExportTraceServiceResponse, *, json: bool) ->
 
 @dataclass(frozen=True)
 class AttributeMapping:
-    """Where the tenant and each tag come from: attribute names in order of preference."""
+    """Where the tenant, each tag and the prompt hash come from: attribute names in order of preference."""
 
     tenant: tuple[str, ...]
     tags: tuple[tuple[str, tuple[str, ...]], ...]
+    prompt_hash: tuple[str, ...] = ()
 
 
 _mapping_cache: dict[str, AttributeMapping] = {}
@@ -180,6 +183,7 @@ def _mapping_parse(raw: Any) -> AttributeMapping:
     if not isinstance(raw, Mapping):
         raise ImproperlyConfigured("OTLP_ATTRIBUTE_MAPPING must be a JSON object.")
     tenant: tuple[str, ...] = ()
+    prompt_hash: tuple[str, ...] = ()
     tags = []
     for target, names in raw.items():
         if isinstance(names, str):
@@ -192,15 +196,17 @@ def _mapping_parse(raw: Any) -> AttributeMapping:
             )
         if target == "tenant":
             tenant = tuple(names)
+        elif target == "prompt_hash":
+            prompt_hash = tuple(names)
         elif isinstance(target, str) and target.startswith("tag.") and _TAG_KEY.match(target[4:]):
             if names:
                 tags.append((target[4:], tuple(names)))
         else:
             raise ImproperlyConfigured(
                 f"OTLP_ATTRIBUTE_MAPPING key {target!r} must be 'tenant' or 'tag.<key>' "
-                "(key: letters, digits, _ . : -, up to 64)."
+                "(key: letters, digits, _ . : -, up to 64), or 'prompt_hash'."
             )
-    return AttributeMapping(tenant=tenant, tags=tuple(tags[:MAX_TAGS]))
+    return AttributeMapping(tenant=tenant, tags=tuple(tags[:MAX_TAGS]), prompt_hash=prompt_hash)
 
 
 # --- spans → records ------------------------------------------------------------------------
@@ -335,6 +341,15 @@ def span_to_record(
             # A long attribute (a whole prompt template, say) is cut, not a reason to lose the cost.
             tags[key] = value[:MAX_TAG_VALUE_LENGTH]
     record["tags"] = tags
+    if mapping.prompt_hash:
+        prompt_hash = _mapped_text(mapping.prompt_hash, attributes, resource_attributes)
+        # Secondary like latency: a digest we cannot keep is dropped rather than costing the record.
+        if (
+            prompt_hash is not None
+            and len(prompt_hash) <= MAX_PROMPT_HASH_LENGTH
+            and _PROMPT_HASH.match(prompt_hash)
+        ):
+            record["prompt_hash"] = prompt_hash
     return record
 
 

@@ -1,16 +1,21 @@
 """Request body parsers for ingestion: bounded, gzip-aware, and returning raw bytes so that the
 records are decoded once, by msgspec, not by DRF."""
 
+import json
 import zlib
 
 from django.conf import settings
+from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 
 from chargeback.errors import ApiError, PayloadTooLarge
 
 
-def read_bounded_body(stream, meta: dict, limit: int) -> bytes:
-    """The request body, gunzipped if so encoded; 413 when it (or its decompression) exceeds limit."""
+def read_bounded_body(stream, meta: dict, limit: int | None) -> bytes:
+    """The request body, gunzipped if so encoded; 413 when it (or its decompression) exceeds limit
+    (None: no limit, as Django's DATA_UPLOAD_MAX_MEMORY_SIZE allows)."""
+    if limit is None:
+        limit = 2**62
     declared = meta.get("CONTENT_LENGTH")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The request body is {declared} bytes; the limit is {limit}.")
@@ -52,3 +57,23 @@ class RawNdjsonParser(RawJsonParser):
 
 class RawJsonLinesParser(RawJsonParser):
     media_type = "application/jsonl"
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class JsonParser(BaseParser):
+    """The API's JSON parser (DRF's default replaced): the body is bounded by
+    DATA_UPLOAD_MAX_MEMORY_SIZE, after gzip decompression too (413 `payload_too_large`), and, as
+    DRF's strict parser, NaN and Infinity are not JSON."""
+
+    media_type = "application/json"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        request = parser_context["request"]
+        body = read_bounded_body(stream, request.META, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+        try:
+            return json.loads(body, parse_constant=_reject_constant)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ParseError(f"JSON parse error - {error}") from error

@@ -408,6 +408,16 @@ def _narrow(
     return start, min(end, boundary)
 
 
+def model_provider_for(model: str, provider: str = "") -> str:
+    """The provider to price a model by name with: the given one (normalised), else the provider
+    genai-prices knows the model from; "" when it knows the model from none (an override may still
+    price it)."""
+    if provider:
+        return normalize_provider(provider)
+    found = GENAI_PRICES_CACHE.find("", normalize_model(model))
+    return found[0].id if found is not None else ""
+
+
 def model_id_for(provider: str, model: str) -> str:
     """The normalised model id records are rolled up and filtered by: genai-prices' id when it
     knows the model (so dated snapshots group with their family), else the normalised name."""

@@ -6,6 +6,7 @@ from rest_framework import serializers
 
 from chargeback import money
 from chargeback.models import Statement, StatementLine, UsageRecord
+from tenants.serializers import OptionalEmailField
 
 
 class UsageRecordIngestSerializer(serializers.Serializer):
@@ -39,6 +40,13 @@ class UsageRecordIngestSerializer(serializers.Serializer):
     tags = serializers.DictField(child=serializers.CharField(max_length=256), required=False)
     cost_usd = serializers.DecimalField(
         max_digits=18, decimal_places=9, required=False, help_text="Client-reported cost, used when unpriced."
+    )
+    prompt_hash = serializers.RegexField(
+        r"^[0-9A-Za-z_:-]+$",
+        max_length=128,
+        required=False,
+        help_text="Your digest of the prompt (e.g. the SHA-256 hex of the request), up to 128 of "
+        "[0-9A-Za-z_:-]: equal hashes are repeated prompts, what an exact-match cache would answer.",
     )
 
 
@@ -120,6 +128,7 @@ class UsageRecordSerializer(serializers.ModelSerializer):
             "pricing_source",
             "price_version",
             "source",
+            "prompt_hash",
         ]
         read_only_fields = fields
 
@@ -162,7 +171,8 @@ class StatementSerializer(serializers.ModelSerializer):
     tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     total_usd = CentsAsUsdField(source="total_cents")
     previous_total_usd = CentsAsUsdField(source="previous_total_cents", allow_null=True)
-    replaces = serializers.PrimaryKeyRelatedField(read_only=True)
+    replaces = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+    billing_email = OptionalEmailField(read_only=True)
 
     class Meta:
         model = Statement

@@ -20,12 +20,14 @@ from django.db import connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from audit.services import Actor, audit_record, audit_snapshot, audited_delete, audited_save
 from chargeback import money
 from chargeback.calendar import add_months, ceil_hour, local_date, local_midnight
 from chargeback.hooks import IngestedRecord, post_ingest_hooks_active, post_ingest_hooks_run
 from chargeback.ingest_counters import ingest_counters_add, ingest_counters_enabled
 from chargeback.models import (
     AllocationRule,
+    PriceOverride,
     RerateAudit,
     SharedCostRule,
     Statement,
@@ -289,6 +291,7 @@ def usage_records_ingest(
                 quote.price_version,
                 source,
                 buckets.cache_write_1h,
+                record.prompt_hash,
             )
         )
         row_meta.append((index, record.tags))
@@ -859,10 +862,17 @@ def _statement_notes() -> str:
     return "\n".join(notes)
 
 
-def statement_finalize(*, statement_id: int, now: datetime | None = None) -> Statement:
+# What the audit log keeps of a statement (not its lines or PDF, which the statement's hash pins).
+_STATEMENT_AUDIT_FIELDS = (
+    "status", "number", "period_key", "total_cents", "finalized_at", "voided_at", "void_reason", "pdf_sha256",
+)  # fmt: skip
+
+
+def statement_finalize(*, statement_id: int, now: datetime | None = None, actor: Actor = None) -> Statement:
     """Regenerate the draft one last time, give it the next number of the year's gapless series
     (under a row lock), freeze it and store its PDF with the PDF's SHA-256. Finalizing a finalized
-    statement returns it unchanged; a void one cannot be finalized."""
+    statement returns it unchanged; a void one cannot be finalized. Audited as
+    `statement.finalize` by `actor` (None: the system, e.g. beat)."""
     from chargeback.statement_documents import statement_pdf_render  # reportlab is only needed here
 
     now = now or timezone.now()
@@ -872,6 +882,7 @@ def statement_finalize(*, statement_id: int, now: datetime | None = None) -> Sta
             return statement
         if statement.status == Statement.Status.VOID:
             raise StatementError(f"Statement {statement.pk} is void; generate a replacement instead.")
+        before = audit_snapshot(statement, fields=_STATEMENT_AUDIT_FIELDS)
         statement = statement_generate(tenant=statement.tenant, period_key=statement.period_key, now=now)
         prefix = f"{settings.STATEMENT_NUMBER_PREFIX}-{now.year}"
         StatementNumberSeries.objects.get_or_create(prefix=prefix)
@@ -885,19 +896,39 @@ def statement_finalize(*, statement_id: int, now: datetime | None = None) -> Sta
         statement.pdf = pdf
         statement.pdf_sha256 = hashlib.sha256(pdf).hexdigest()
         statement.save()
+        audit_record(
+            actor=actor,
+            action="statement.finalize",
+            instance=statement,
+            tenant_id=statement.tenant_id,
+            before=before,
+            after=audit_snapshot(statement, fields=_STATEMENT_AUDIT_FIELDS),
+        )
         return statement
 
 
-def statement_void(*, statement_id: int, reason: str, now: datetime | None = None) -> Statement:
-    """Void a finalized statement: it keeps its number and document; a replacement is a new draft."""
+def statement_void(
+    *, statement_id: int, reason: str, now: datetime | None = None, actor: Actor = None
+) -> Statement:
+    """Void a finalized statement: it keeps its number and document; a replacement is a new draft.
+    Audited as `statement.void` by `actor`."""
     with transaction.atomic():
         statement = Statement.objects.select_for_update().get(pk=statement_id)
         if statement.status != Statement.Status.FINALIZED:
             raise StatementError(f"Only a finalized statement can be voided; this one is {statement.status}.")
+        before = audit_snapshot(statement, fields=_STATEMENT_AUDIT_FIELDS)
         statement.status = Statement.Status.VOID
         statement.voided_at = now or timezone.now()
         statement.void_reason = reason
         statement.save(update_fields=["status", "voided_at", "void_reason"])
+        audit_record(
+            actor=actor,
+            action="statement.void",
+            instance=statement,
+            tenant_id=statement.tenant_id,
+            before=before,
+            after=audit_snapshot(statement, fields=_STATEMENT_AUDIT_FIELDS),
+        )
         return statement
 
 
@@ -1178,3 +1209,39 @@ def statements_monthly_run(*, now: datetime | None = None) -> dict[str, int]:
             statement_finalize(statement_id=statement.pk, now=now)
             counts["finalized"] += 1
     return counts
+
+
+# Price overrides and allocation rules (admin) ----------------------------------------------------
+
+
+def price_override_save(*, override: PriceOverride, actor: Actor = None) -> PriceOverride:
+    """Validate and save a new or changed price override, audited as `price_override.create` or
+    `.update` with its values before and after. Records already rated keep their prices until a
+    re-rating (`manage.py rerate`)."""
+    return audited_save(instance=override, action="price_override", actor=actor, tenant_id=override.tenant_id)
+
+
+def price_override_delete(*, override: PriceOverride, actor: Actor = None) -> None:
+    """Delete a price override (audited as `price_override.delete`)."""
+    audited_delete(instance=override, action="price_override", actor=actor, tenant_id=override.tenant_id)
+
+
+def _allocation_rule_tenant_id(rule: AllocationRule) -> int | None:
+    # A rule moves usage reported within its scope; without a scope it concerns every tenant, so
+    # only global keys and staff see its events.
+    return rule.scope_id
+
+
+def allocation_rule_save(*, rule: AllocationRule, actor: Actor = None) -> AllocationRule:
+    """Validate and save a new or changed allocation rule (audited as `allocation_rule.create` or
+    `.update`). It applies to usage ingested from now on; statements regenerate from the rollups."""
+    return audited_save(
+        instance=rule, action="allocation_rule", actor=actor, tenant_id=_allocation_rule_tenant_id(rule)
+    )
+
+
+def allocation_rule_delete(*, rule: AllocationRule, actor: Actor = None) -> None:
+    """Delete an allocation rule (audited as `allocation_rule.delete`)."""
+    audited_delete(
+        instance=rule, action="allocation_rule", actor=actor, tenant_id=_allocation_rule_tenant_id(rule)
+    )

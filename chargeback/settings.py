@@ -1,5 +1,6 @@
 """Settings for chargeback, driven by environment variables (see .env.example)."""
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,6 +21,33 @@ if not SECRET_KEY:
     raise ImproperlyConfigured("SECRET_KEY is required (bin/demo and bin/test set one for you).")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 
+# Served over TLS (directly or behind a TLS-terminating proxy): cookies only over HTTPS, and HSTS.
+# Off by default so that the demo on http://127.0.0.1 can sign in.
+SECURE_TLS = env.bool("SECURE_TLS", default=False)
+SESSION_COOKIE_SECURE = SECURE_TLS
+CSRF_COOKIE_SECURE = SECURE_TLS
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000 if SECURE_TLS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# Redirect plain HTTP to HTTPS (health checks and scrapes on plain HTTP are exempt).
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+# Behind a TLS-terminating proxy, the header it sets and its value for HTTPS, e.g.
+# "HTTP_X_FORWARDED_PROTO,https". Only set it when the proxy always sets (or strips) that header:
+# otherwise a client could claim HTTPS.
+_proxy_ssl_header = env.list("SECURE_PROXY_SSL_HEADER", default=[])
+if _proxy_ssl_header:
+    if len(_proxy_ssl_header) != 2:
+        raise ImproperlyConfigured(
+            "SECURE_PROXY_SSL_HEADER is 'HEADER,value', e.g. HTTP_X_FORWARDED_PROTO,https."
+        )
+    SECURE_PROXY_SSL_HEADER = (_proxy_ssl_header[0], _proxy_ssl_header[1])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -32,6 +60,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "tenants",
+    "audit",
     "chargeback.apps.ChargebackConfig",
     "budgets.apps.BudgetsConfig",
     "insights.apps.InsightsConfig",
@@ -40,6 +69,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads a body: refuses oversized ones (413) from their Content-Length.
+    "chargeback.middleware.RequestBodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -92,6 +123,16 @@ STATIC_ROOT = VAR_DIR / "static"
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440)
 INGEST_MAX_BODY_BYTES = env.int("INGEST_MAX_BODY_BYTES", default=16 * 1024 * 1024)
 INGEST_MAX_RECORDS = env.int("INGEST_MAX_RECORDS", default=10_000)
+# Requests per API key (shared by every process through Redis; through the cache without Redis):
+# "<count>/<second|minute|hour|day>", empty to switch a limit off. Over it: 429 `rate_limited`
+# with Retry-After. Ingestion (usage, OTLP, LiteLLM) counts requests, not records.
+INGEST_RATE_LIMIT = env.str("INGEST_RATE_LIMIT", default="3000/min")
+ALLOWANCE_RATE_LIMIT = env.str("ALLOWANCE_RATE_LIMIT", default="60000/min")
+for _rate_setting in ("INGEST_RATE_LIMIT", "ALLOWANCE_RATE_LIMIT"):
+    if not re.fullmatch(r"(off|none|\d+/[smhd][a-z]*)?", vars()[_rate_setting].strip().lower()):
+        raise ImproperlyConfigured(f"{_rate_setting} is '<count>/<second|minute|hour|day>' or empty (off).")
+# Largest page size a list endpoint serves (?limit= or ?page_size=); larger requests are clamped.
+API_MAX_PAGE_SIZE = env.int("API_MAX_PAGE_SIZE", default=1000)
 # How far in the future a record's timestamp may be (clock skew allowance).
 INGEST_MAX_FUTURE_SKEW = timedelta(seconds=env.int("INGEST_MAX_FUTURE_SKEW_SECONDS", default=300))
 
@@ -106,6 +147,8 @@ OTLP_ATTRIBUTE_MAPPING = {
     "tag.environment": ["deployment.environment.name", "deployment.environment"],
     "tag.user": ["user.id", "enduser.id"],
     "tag.operation": ["gen_ai.operation.name", "llm.request.type"],
+    # A span attribute with the application's digest of the prompt (see "Cost optimisation").
+    "prompt_hash": ["chargeback.prompt_hash"],
     **env.json("OTLP_ATTRIBUTE_MAPPING", default={}),
 }
 # LiteLLM callback (/api/v1/integrations/litellm/): fields of a payload's `metadata` (dotted paths)
@@ -126,10 +169,17 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_SCHEMA_CLASS": "chargeback.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "chargeback.pagination.LimitOffsetPagination",
+    "DEFAULT_PARSER_CLASSES": [
+        "chargeback.parsers.JsonParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "PAGE_SIZE": 100,
     "EXCEPTION_HANDLER": "chargeback.errors.api_exception_handler",
+    # An unknown ?format= is a 400, not DRF's 404.
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "chargeback.negotiation.ContentNegotiation",
     "UNAUTHENTICATED_USER": None,
 }
 
@@ -163,7 +213,13 @@ REDIS_URL = env.str("REDIS_URL", default="")
 REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="chargeback")
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # What the cache holds (debounce marks, the /metrics answer) is not worth a request's
+            # time: a hung Redis costs a request at most this, not redis-py's default 5 s.
+            "OPTIONS": {"socket_timeout": 0.5, "socket_connect_timeout": 0.5},
+        }
         if REDIS_URL
         else {
             "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
@@ -199,6 +255,15 @@ METRICS_CACHE_SECONDS = env.int("METRICS_CACHE_SECONDS", default=10)
 
 # Timeout of each outgoing webhook or Slack request of a budget notification.
 NOTIFICATION_HTTP_TIMEOUT_SECONDS = env.float("NOTIFICATION_HTTP_TIMEOUT_SECONDS", default=10.0)
+# Where webhook and Slack channels may send. Schemes allowed; if NOTIFICATION_ALLOWED_HOSTS is set,
+# only those hosts ("hooks.slack.com", ".example.com" for a domain and its subdomains). Whatever the
+# host, the address it resolves to when sending must be public (no loopback, private, link-local,
+# cloud metadata, ...) unless it lies in NOTIFICATION_ALLOWED_NETWORKS (addresses or CIDR networks,
+# e.g. an internal alert gateway) or NOTIFICATION_ALLOW_PRIVATE_NETWORKS is true.
+NOTIFICATION_ALLOWED_SCHEMES = env.list("NOTIFICATION_ALLOWED_SCHEMES", default=["https", "http"])
+NOTIFICATION_ALLOWED_HOSTS = env.list("NOTIFICATION_ALLOWED_HOSTS", default=[])
+NOTIFICATION_ALLOWED_NETWORKS = env.list("NOTIFICATION_ALLOWED_NETWORKS", default=[])
+NOTIFICATION_ALLOW_PRIVATE_NETWORKS = env.bool("NOTIFICATION_ALLOW_PRIVATE_NETWORKS", default=False)
 
 # Celery: the embedded default is kombu's filesystem transport, so the demo needs no server.
 BROKER_DIR = VAR_DIR / "broker"
@@ -212,6 +277,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
         "store_processed": False,
     }
     if CELERY_BROKER_URL.startswith("filesystem")
+    # Without socket timeouts kombu waits forever on a Redis broker that hangs (paused, or a
+    # half-open connection), and with it every publish and the request making it.
+    else {"socket_timeout": 5, "socket_connect_timeout": 2}
+    if CELERY_BROKER_URL.startswith(("redis", "rediss", "sentinel"))
     else {}
 )
 if CELERY_BROKER_URL.startswith("filesystem"):
@@ -261,6 +330,11 @@ CELERY_BEAT_SCHEDULE = {
     "anomaly-digests": {
         "task": "insights.tasks.anomaly_digests_send_task",
         "schedule": crontab(minute=0, hour=env.int("ANOMALY_DIGEST_HOUR_UTC", default=8)),
+    },
+    # The weekly cost review of the last complete week (each tenant's own calendar), on Mondays.
+    "weekly-reviews": {
+        "task": "insights.tasks.weekly_reviews_send_all_task",
+        "schedule": crontab(minute=30, hour=env.int("WEEKLY_REVIEW_HOUR_UTC", default=7), day_of_week=1),
     },
 }
 

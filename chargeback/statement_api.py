@@ -2,13 +2,14 @@ import re
 
 from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics
 from rest_framework.response import Response
 
 from chargeback.errors import ApiError
 from chargeback.filters import StatementFilterSet
 from chargeback.models import Statement
+from chargeback.openapi import error_response
 from chargeback.selectors import statement_list
 from chargeback.serializers import StatementDetailSerializer, StatementSerializer, StatementVoidSerializer
 from chargeback.services import StatementError, statement_finalize, statement_void
@@ -79,7 +80,7 @@ def _filename(statement: Statement) -> str:
     return statement.number or f"draft-{statement.tenant.slug}-{statement.period_key}"
 
 
-_STATE_ERROR = OpenApiResponse(description="Not allowed in the statement's state (code statement_state)")
+_STATE_ERROR = error_response("Not allowed in the statement's state (code `statement_state`).")
 
 
 @extend_schema(
@@ -95,7 +96,7 @@ class StatementFinalizeApi(_StatementScoped, generics.GenericAPIView):
     def post(self, request, pk):
         statement = self.get_object()
         try:
-            statement = statement_finalize(statement_id=statement.pk)
+            statement = statement_finalize(statement_id=statement.pk, actor=request.auth)
         except StatementError as error:
             raise ApiError(str(error), code="statement_state", status_code=409) from error
         return Response(self.get_serializer(statement).data)
@@ -116,7 +117,9 @@ class StatementVoidApi(_StatementScoped, generics.GenericAPIView):
         body = StatementVoidSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
-            statement = statement_void(statement_id=statement.pk, reason=body.validated_data["reason"])
+            statement = statement_void(
+                statement_id=statement.pk, reason=body.validated_data["reason"], actor=request.auth
+            )
         except StatementError as error:
             raise ApiError(str(error), code="statement_state", status_code=409) from error
         return Response(self.get_serializer(statement).data)

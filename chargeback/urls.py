@@ -11,6 +11,7 @@ api_v1 = [
     path("", include("chargeback.api_urls")),
     path("", include("budgets.urls")),
     path("", include("insights.urls")),
+    path("", include("audit.urls")),
 ]
 
 urlpatterns = [

@@ -2,11 +2,11 @@ from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
 from chargeback.errors import ApiError
 from chargeback.filters import UsageRecordFilterSet
+from chargeback.pagination import CursorPagination
 from chargeback.parsers import RawJsonLinesParser, RawJsonParser, RawNdjsonParser
 from chargeback.selectors import usage_record_list
 from chargeback.serializers import (
@@ -16,6 +16,7 @@ from chargeback.serializers import (
     UsageRecordSerializer,
 )
 from chargeback.services import usage_records_ingest
+from chargeback.throttling import RETRY_AFTER_HEADER, IngestRateThrottle
 from chargeback.usage_input import BodyError, split_body
 from tenants.permissions import HasIngestScope, HasReadScope
 from tenants.scoping import visible_tenant_ids
@@ -41,19 +42,21 @@ _ERROR_RESPONSE = OpenApiResponse(
 
 class UsagePagination(CursorPagination):
     ordering = ("-occurred_at", "-id")
-    page_size = 100
-    page_size_query_param = "page_size"
-    max_page_size = 1000
 
 
 class UsageApi(generics.ListAPIView):
     parser_classes = [RawJsonParser, RawNdjsonParser, RawJsonLinesParser]
+    throttle_classes = [IngestRateThrottle]  # POST only (get_throttles)
+    bounds_own_request_body = True  # INGEST_MAX_BODY_BYTES, decompressed too (the parsers)
     filterset_class = UsageRecordFilterSet
     pagination_class = UsagePagination
     serializer_class = UsageRecordSerializer
 
     def get_permissions(self):
         return [HasIngestScope()] if self.request.method == "POST" else [HasReadScope()]
+
+    def get_throttles(self):
+        return super().get_throttles() if self.request.method == "POST" else []
 
     def get_queryset(self):
         return usage_record_list(principal=self.request.auth)
@@ -80,6 +83,7 @@ class UsageApi(generics.ListAPIView):
             "application/x-ndjson": UsageRecordIngestSerializer,
             "application/jsonl": UsageIngestEnvelopeSerializer,
         },
+        parameters=[RETRY_AFTER_HEADER],
         responses={
             200: UsageIngestResultSerializer,
             400: _ERROR_RESPONSE,
@@ -88,6 +92,7 @@ class UsageApi(generics.ListAPIView):
             413: _ERROR_RESPONSE,
             415: _ERROR_RESPONSE,
             422: _ERROR_RESPONSE,
+            429: _ERROR_RESPONSE,
         },
     )
     def post(self, request):

@@ -31,6 +31,9 @@ TokenCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
 TagKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 TAG_KEY_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 TagValue = Annotated[str, msgspec.Meta(max_length=256)]
+# A client's digest of the prompt: a hex or base64url digest, optionally with a "sha256:" style prefix.
+PROMPT_HASH_PATTERN = r"^[0-9A-Za-z_:-]+$"
+PromptHash = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=PROMPT_HASH_PATTERN)]
 
 
 class UsageRecordIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -52,6 +55,7 @@ class UsageRecordIn(msgspec.Struct, forbid_unknown_fields=True):
     status: Literal["ok", "error"] = "ok"
     tags: Annotated[dict[TagKey, TagValue], msgspec.Meta(max_length=MAX_TAGS)] = {}
     cost_usd: Decimal | None = None
+    prompt_hash: PromptHash | None = None
 
 
 class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
@@ -262,6 +266,9 @@ def payload_hash(
         record.tags,
         reported_nanos,
     )
+    if record.prompt_hash is not None:
+        # Only when present, so that the stored digests of records without one never change.
+        canonical = (*canonical, record.prompt_hash)
     encoded = _HASH_ENCODER.encode(canonical)
     # The digest has always been of occurred_at.isoformat(). msgspec writes a UTC datetime exactly
     # so, but ending in "Z" rather than "+00:00", and ten times faster: patch the suffix.

@@ -10,9 +10,14 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 import msgspec
-from django.db import connection
+import psycopg
+from django.db import IntegrityError, connection, transaction
+from psycopg import errors, postgres
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 
 from chargeback.models import LATENCY_BUCKET_BOUNDS_MS, LATENCY_BUCKET_FIELDS, UsageRecord, UsageRollupHourly
+from tenants.models import Tenant
 
 # Column order of a usage row tuple, as built by the ingestion service.
 USAGE_COLUMNS = (
@@ -39,12 +44,13 @@ USAGE_COLUMNS = (
     "price_version",
     "source",
     "cache_write_1h_tokens",
+    "prompt_hash",
 )
 _COLUMN_INDEX = {name: index for index, name in enumerate(USAGE_COLUMNS)}
 _POSTGRES_TYPES = (
     "bigint", "text", "text", "timestamptz", "timestamptz", "text", "text", "text",
     "bigint", "bigint", "bigint", "bigint", "bigint", "integer", "text", "text",
-    "bigint", "bigint", "bigint", "text", "text", "text", "bigint",
+    "bigint", "bigint", "bigint", "text", "text", "text", "bigint", "text",
 )  # fmt: skip
 _USAGE_TABLE = UsageRecord._meta.db_table
 _ROLLUP_TABLE = UsageRollupHourly._meta.db_table
@@ -76,12 +82,33 @@ _TOKEN_COLUMNS = (
 UsageKey = tuple[int, str]
 
 
+class TenantGoneError(IntegrityError):
+    """A batch's tenant was deleted after the batch was validated."""
+
+
+def _tenants_lock(tenant_ids: set[int]) -> None:
+    """What the foreign key's check would do for every row, once per batch: the batch's tenants
+    must exist, and on PostgreSQL stay locked (KEY SHARE) until the batch commits, so that no one
+    deletes them in between. SQLite writers are serialised by the ingest transaction."""
+    tenant_table = Tenant._meta.db_table
+    placeholders = ", ".join(["%s"] * len(tenant_ids))
+    lock = " FOR KEY SHARE" if connection.vendor == "postgresql" else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {tenant_table} WHERE id IN ({placeholders}) ORDER BY id{lock}", list(tenant_ids)
+        )
+        found = {tenant_id for (tenant_id,) in cursor.fetchall()}
+    if found != tenant_ids:
+        raise TenantGoneError(f"tenants {sorted(tenant_ids - found)} no longer exist")
+
+
 def usage_rows_store(rows: Sequence[tuple]) -> set[UsageKey]:
     """Insert the rows whose (tenant, event_id) is new and add exactly those to the hourly rollups;
     return the keys that were NOT inserted because they are already stored (usually none). Rows are
     tuples in USAGE_COLUMNS order, with distinct keys."""
     if not rows:
         return set()
+    _tenants_lock({row[0] for row in rows})
     if connection.vendor == "postgresql":
         return _store_postgresql(rows)
     inserted = _insert_generic(rows)
@@ -113,6 +140,13 @@ _RETURNED = (
 )
 
 
+_ROLLUP_UPDATES = ", ".join(
+    f"{name} = {_ROLLUP_TABLE}.{name} + excluded.{name}" for name in ROLLUP_SUM_COLUMNS
+)
+_ROLLUP_CONFLICT = f" ON CONFLICT ({', '.join(ROLLUP_KEY_COLUMNS)}) DO UPDATE SET {_ROLLUP_UPDATES}"
+_ROLLUP_COLUMN_LIST = ", ".join((*ROLLUP_KEY_COLUMNS, *ROLLUP_SUM_COLUMNS))
+
+
 def _rollup_from_inserted_sql() -> str:
     """The rollup upsert of the rows an INSERT ... RETURNING gave back (the CTE `inserted`), summed in
     SQL exactly as RollupAccumulator sums them in Python."""
@@ -127,11 +161,10 @@ def _rollup_from_inserted_sql() -> str:
         *(f"count(*) FILTER (WHERE latency_bucket = {index})" for index in range(len(LATENCY_BUCKET_FIELDS))),
     ]
     keys = "tenant_id, hour, provider, model_id, feature, status"
-    updates = ", ".join(f"{name} = {_ROLLUP_TABLE}.{name} + excluded.{name}" for name in ROLLUP_SUM_COLUMNS)
     return (
-        f"INSERT INTO {_ROLLUP_TABLE} ({', '.join((*ROLLUP_KEY_COLUMNS, *ROLLUP_SUM_COLUMNS))})"
+        f"INSERT INTO {_ROLLUP_TABLE} ({_ROLLUP_COLUMN_LIST})"
         f" SELECT {keys}, {', '.join(sums)} FROM inserted GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6"
-        f" ON CONFLICT ({', '.join(ROLLUP_KEY_COLUMNS)}) DO UPDATE SET {updates}"
+        + _ROLLUP_CONFLICT
     )
 
 
@@ -151,21 +184,81 @@ _STORE_SQL = (
 )
 
 
+class _JsonbTextDumper(Dumper):
+    """jsonb in binary COPY from text that is already JSON (the rows carry tags as JSON text):
+    the format's version byte, then the text."""
+
+    format = Format.BINARY
+    oid = postgres.types["jsonb"].oid
+
+    def dump(self, obj: str) -> bytes:
+        return b"\x01" + obj.encode()
+
+
+_COPY_TYPES = tuple(
+    "jsonb" if name == "tags" else kind for name, kind in zip(USAGE_COLUMNS, _POSTGRES_TYPES, strict=True)
+)
+# Which of the batch's keys are stored already: one index probe per key. LIMIT 1 keeps the lateral
+# subquery from being flattened into a join, which stale statistics can turn into a hash join over
+# the whole table.
+_STORED_KEYS_SQL = (
+    "SELECT batch.tenant_id, batch.event_id FROM unnest(%b::bigint[], %b::text[]) AS batch(tenant_id, event_id),"
+    f" LATERAL (SELECT 1 FROM {_USAGE_TABLE} AS stored WHERE stored.tenant_id = batch.tenant_id"
+    " AND stored.event_id = batch.event_id LIMIT 1) AS found"
+)
+
+
+def _server_cursor() -> psycopg.Cursor:
+    """A psycopg cursor on Django's connection that binds parameters on the server (in binary with
+    %b): Django's client-side cursor quotes each element of a big array into the SQL text."""
+    connection.ensure_connection()
+    return psycopg.Cursor(connection.connection)
+
+
 def _store_postgresql(rows: Sequence[tuple]) -> set[UsageKey]:
-    with connection.cursor() as wrapper:
-        cursor = wrapper.cursor  # the psycopg cursor, for COPY
-        cursor.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS usage_staging ({_STAGING_COLUMNS}) ON COMMIT DELETE ROWS"
-        )
-        cursor.execute("TRUNCATE usage_staging")
-        with cursor.copy(
-            f"COPY usage_staging ({', '.join(USAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(_POSTGRES_TYPES)
-            for row in rows:
-                copy.write_row(row)
-        cursor.execute(_STORE_SQL)
-        return set(cursor.fetchall())
+    """The common case, all or most keys new, at the speed of COPY: find the keys stored already,
+    COPY the other rows straight into the table, sum them into the rollups in Python. When a
+    concurrent batch stores one of the same keys between the check and the COPY, the COPY fails
+    on the unique index (after that batch commits); the savepoint undoes it, and the staging
+    path's INSERT ... ON CONFLICT decides row by row."""
+    rows = sorted(rows, key=lambda row: (row[0], row[1]))  # one lock order for concurrent batches
+    with _server_cursor() as cursor:
+        cursor.execute(_STORED_KEYS_SQL, ([row[0] for row in rows], [row[1] for row in rows]))
+        stored = set(cursor.fetchall())
+        new_rows = [row for row in rows if (row[0], row[1]) not in stored] if stored else rows
+        if not new_rows:
+            return stored
+        try:
+            with transaction.atomic():
+                cursor.adapters.register_dumper(None, _JsonbTextDumper)
+                with cursor.copy(
+                    f"COPY {_USAGE_TABLE} ({', '.join(USAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+                ) as copy:
+                    copy.set_types(_COPY_TYPES)
+                    for row in new_rows:
+                        copy.write_row(row)
+        except (errors.UniqueViolation, errors.DeadlockDetected):
+            return stored | _store_staged(cursor, new_rows)
+    rollups = RollupAccumulator()
+    for row in new_rows:
+        rollups.add_row(row)
+    rollups_upsert(rollups.deltas)
+    return stored
+
+
+def _store_staged(cursor, rows: Sequence[tuple]) -> set[UsageKey]:
+    """Insert through a staging table with ON CONFLICT DO NOTHING, rollups summed in SQL from what
+    was inserted; returns the keys that were stored already."""
+    cursor.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS usage_staging ({_STAGING_COLUMNS}) ON COMMIT DELETE ROWS"
+    )
+    cursor.execute("TRUNCATE usage_staging")
+    with cursor.copy(f"COPY usage_staging ({', '.join(USAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_POSTGRES_TYPES)
+        for row in rows:
+            copy.write_row(row)
+    cursor.execute(_STORE_SQL)
+    return set(cursor.fetchall())
 
 
 def _insert_generic(rows: Sequence[tuple]) -> set[UsageKey]:
@@ -211,6 +304,24 @@ def latency_bucket(latency_ms: int) -> int:
     return bisect.bisect_left(LATENCY_BUCKET_BOUNDS_MS, latency_ms)
 
 
+_decode_tags = msgspec.json.Decoder(dict[str, str]).decode
+_TAGS, _OCCURRED_AT, _PROVIDER, _MODEL_ID, _STATUS, _COST, _LIST_COST, _LATENCY = (
+    _COLUMN_INDEX[name]
+    for name in (
+        "tags",
+        "occurred_at",
+        "provider",
+        "model_id",
+        "status",
+        "cost_nanos",
+        "list_cost_nanos",
+        "latency_ms",
+    )
+)
+# (position in the rollup sums, position in the usage row) of each token bucket.
+_TOKEN_POSITIONS = tuple((2 + offset, _COLUMN_INDEX[name]) for offset, name in enumerate(_TOKEN_COLUMNS))
+
+
 class RollupAccumulator:
     """Sums usage rows into hourly rollup deltas, keyed like UsageRollupHourly."""
 
@@ -253,37 +364,64 @@ class RollupAccumulator:
             sums[_FIRST_BUCKET + latency_bucket(latency_ms)] += 1
 
     def add_row(self, row: tuple) -> None:
-        """Add one usage row tuple (USAGE_COLUMNS order, tags as JSON text)."""
-        c = _COLUMN_INDEX
-        tags = msgspec.json.decode(row[c["tags"]]) if row[c["tags"]] else {}
-        self.add(
-            tenant_id=row[c["tenant_id"]],
-            occurred_at=row[c["occurred_at"]],
-            provider=row[c["provider"]],
-            model=row[c["model_id"]],
-            feature=tags.get("feature", ""),
-            status=row[c["status"]],
-            buckets=[row[c[name]] for name in _TOKEN_COLUMNS],
-            latency_ms=row[c["latency_ms"]],
-            list_cost_nanos=row[c["list_cost_nanos"]],
-            cost_nanos=row[c["cost_nanos"]],
+        """Add one usage row tuple (USAGE_COLUMNS order, tags as JSON text). Inlined: it runs
+        once per record on the PostgreSQL ingest path."""
+        tags = row[_TAGS]
+        feature = _decode_tags(tags).get("feature", "") if tags and '"feature"' in tags else ""
+        key = (
+            row[0],
+            row[_OCCURRED_AT].replace(minute=0, second=0, microsecond=0),
+            row[_PROVIDER],
+            row[_MODEL_ID],
+            feature,
+            row[_STATUS],
         )
+        sums = self.deltas.get(key)
+        if sums is None:
+            sums = self.deltas[key] = [0] * len(ROLLUP_SUM_COLUMNS)
+        sums[0] += 1
+        cost_nanos = row[_COST]
+        if cost_nanos is None:
+            sums[1] += 1
+        else:
+            sums[7] += row[_LIST_COST]
+            sums[8] += cost_nanos
+        for position, column in _TOKEN_POSITIONS:
+            sums[position] += row[column]
+        latency_ms = row[_LATENCY]
+        if latency_ms is not None:
+            sums[9] += 1
+            sums[10] += latency_ms
+            sums[_FIRST_BUCKET + bisect.bisect_left(LATENCY_BUCKET_BOUNDS_MS, latency_ms)] += 1
+
+
+# PostgreSQL: every delta in one statement, as one array per column.
+_ROLLUP_UNNEST_SQL = (
+    f"INSERT INTO {_ROLLUP_TABLE} ({_ROLLUP_COLUMN_LIST}) SELECT * FROM unnest("
+    + ", ".join(
+        ["%b::bigint[]", "%b::timestamptz[]", "%b::text[]", "%b::text[]", "%b::text[]", "%b::text[]"]
+        + ["%b::bigint[]"] * len(ROLLUP_SUM_COLUMNS)
+    )
+    + ")"
+    + _ROLLUP_CONFLICT
+)
 
 
 def rollups_upsert(deltas: dict[tuple, list[int]]) -> None:
     """Add deltas to the hourly rollups (creating rows as needed), in key order to avoid deadlocks."""
     if not deltas:
         return
-    columns = (*ROLLUP_KEY_COLUMNS, *ROLLUP_SUM_COLUMNS)
-    updates = ", ".join(f"{name} = {_ROLLUP_TABLE}.{name} + excluded.{name}" for name in ROLLUP_SUM_COLUMNS)
-    sql = (
-        f"INSERT INTO {_ROLLUP_TABLE} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
-        f" ON CONFLICT ({', '.join(ROLLUP_KEY_COLUMNS)}) DO UPDATE SET {updates}"
-    )
-    adapt = connection.ops.adapt_datetimefield_value
-    params = [
-        [key[0], adapt(key[1]), *key[2:], *sums]
-        for key, sums in sorted(deltas.items(), key=lambda item: (item[0][0], item[0][1], *item[0][2:]))
-    ]
+    ordered = sorted(deltas.items())
+    if connection.vendor == "postgresql":
+        with _server_cursor() as cursor:
+            columns = zip(*(key + tuple(sums) for key, sums in ordered), strict=True)
+            cursor.execute(_ROLLUP_UNNEST_SQL, [list(column) for column in columns])
+        return
     with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+        adapt = connection.ops.adapt_datetimefield_value
+        cursor.executemany(
+            f"INSERT INTO {_ROLLUP_TABLE} ({_ROLLUP_COLUMN_LIST})"
+            f" VALUES ({', '.join(['%s'] * (len(ROLLUP_KEY_COLUMNS) + len(ROLLUP_SUM_COLUMNS)))})"
+            + _ROLLUP_CONFLICT,
+            [[key[0], adapt(key[1]), *key[2:], *sums] for key, sums in ordered],
+        )

@@ -16,7 +16,9 @@ usage-only chunk this module asks OpenAI for, see `_prepare_call`).
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
+import json
 import logging
 import threading
 import time
@@ -35,6 +37,11 @@ logger = logging.getLogger("chargeback_client")
 # Keywords the wrapped methods accept on top of the SDK's own, removed before the SDK sees them.
 TAGS_KEYWORD = "chargeback_tags"
 TENANT_KEYWORD = "chargeback_tenant"
+PROMPT_HASH_KEYWORD = "chargeback_prompt_hash"
+# SDK keywords that do not change what the model answers: left out of a request's prompt hash.
+_NOT_IN_PROMPT_HASH = frozenset(
+    {"stream", "stream_options", "timeout", "extra_headers", "extra_query", "extra_body", "user", "metadata"}
+)
 # The SDKs' marker for `with_raw_response` / `with_streaming_response` calls, which return an HTTP
 # response object instead of the parsed result: those calls are passed through untouched.
 RAW_RESPONSE_HEADER = "x-stainless-raw-response"
@@ -75,6 +82,7 @@ def instrument(
     tenant: str | None = None,
     tags: Mapping[str, str] | None = None,
     provider: str | None = None,
+    hash_prompts: bool = False,
 ) -> Client:
     """Make `client` (an `openai.OpenAI`/`AsyncOpenAI` or `anthropic.Anthropic`/`AsyncAnthropic`,
     or a subclass such as `AzureOpenAI`) report every model call to `reporter`; returns the client.
@@ -85,7 +93,10 @@ def instrument(
     tags: the reporter's, then `tags` here, then enclosing `chargeback_client.tags(...)` blocks,
     then the call's own `chargeback_tags={...}` keyword (later ones win). A call's
     `chargeback_tenant="..."` keyword or an enclosing `chargeback_client.tenant(...)` block picks
-    its tenant. Instrumenting a client twice changes nothing. Raises TypeError for other objects.
+    its tenant. With `hash_prompts`, each record carries a `prompt_hash` (SHA-256 of the request's
+    model, messages and parameters, never the prompt itself) so the service can find repeated
+    prompts; a call's `chargeback_prompt_hash="..."` keyword gives one of your own instead.
+    Instrumenting a client twice changes nothing. Raises TypeError for other objects.
     """
     family = _sdk_family(client)
     if family is None:
@@ -101,6 +112,7 @@ def instrument(
         provider=provider or _provider_of(client, family),
         tenant=tenant,
         tags=defaults_tags,
+        hash_prompts=hash_prompts,
     )
     for path, method_name, api, returns_manager in _TARGETS[family]:
         resource: Any = client
@@ -134,6 +146,7 @@ class _Defaults:
     # Turned off for good when the endpoint refuses `stream_options` (an OpenAI-compatible server
     # or an old Azure API version): those streams then go unreported rather than failing.
     ask_for_stream_usage: bool = True
+    hash_prompts: bool = False
 
 
 def _sdk_family(client: object) -> str | None:
@@ -170,6 +183,7 @@ class _Call:
     tags: dict[str, str]
     timestamp: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     started: float = field(default_factory=time.perf_counter)
+    prompt_hash: str | None = None
 
     def report(
         self, *, model: str | None, usage: dict[str, Any] | None, response_id: Any, status: str
@@ -191,9 +205,38 @@ class _Call:
             }
             if self.tenant is not None:
                 record["tenant"] = self.tenant
+            if self.prompt_hash is not None:
+                record["prompt_hash"] = self.prompt_hash
             self.defaults.reporter.report(record)
         except Exception:
             logger.exception("chargeback: could not report an LLM call")
+
+
+def request_prompt_hash(kwargs: Mapping[str, Any]) -> str | None:
+    """The "sha256:<hex>" of a request's keywords as canonical JSON (sorted keys), leaving out those that
+    do not change the answer (streaming, timeouts, headers); equal requests get equal hashes. None
+    when the keywords cannot be written as JSON."""
+    try:
+        canonical = json.dumps(
+            {name: value for name, value in kwargs.items() if name not in _NOT_IN_PROMPT_HASH},
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            default=_json_default,
+        )
+    except (TypeError, ValueError):
+        return None
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _json_default(value: Any) -> Any:
+    # Pydantic models (structured output formats, typed messages) as their data; nothing else.
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    if isinstance(value, type) and callable(getattr(value, "model_json_schema", None)):
+        return value.model_json_schema()
+    raise TypeError(f"not JSON: {type(value).__name__}")
 
 
 def _event_id(response_id: Any) -> str:
@@ -250,6 +293,7 @@ def _prepare_call(defaults: _Defaults, api: str, kwargs: dict[str, Any]) -> _Pre
     # Removed first and unconditionally: the SDK would reject them even if reporting is broken.
     call_tags = kwargs.pop(TAGS_KEYWORD, None)
     call_tenant = kwargs.pop(TENANT_KEYWORD, None)
+    call_prompt_hash = kwargs.pop(PROMPT_HASH_KEYWORD, None)
     try:
         extra_headers = kwargs.get("extra_headers")
         if isinstance(extra_headers, Mapping) and any(
@@ -270,6 +314,9 @@ def _prepare_call(defaults: _Defaults, api: str, kwargs: dict[str, Any]) -> _Pre
                 requested_model=model if isinstance(model, str) else None,
                 tenant=call_tenant if isinstance(call_tenant, str) else (current_tenant() or defaults.tenant),
                 tags=tags,
+                prompt_hash=call_prompt_hash
+                if isinstance(call_prompt_hash, str)
+                else (request_prompt_hash(kwargs) if defaults.hash_prompts else None),
             )
         )
         if api == OPENAI_CHAT and kwargs.get("stream") is True and defaults.ask_for_stream_usage:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+from django.apps import apps
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse, HttpResponseBadRequest
@@ -285,3 +286,100 @@ def costs_csv(request):
 
 def _csv_error(code: str, message: str) -> HttpResponse:
     return HttpResponseBadRequest(f"{code}: {message}\n", content_type="text/plain; charset=utf-8")
+
+
+# --- savings (the insights app's cost optimisation reports) -------------------------------------------
+
+
+def _savings_for(request):
+    """The savings page's scope and reports for the signed-in person: (context, error). The insights
+    app sits above this one and may be absent (then the page does not exist)."""
+    if not apps.is_installed("insights"):
+        raise Http404("Cost optimisation needs the insights app.")
+    from budgets.routing_selectors import routing_policy_list
+    from insights import optimisation_selectors as optimisation
+
+    parameters = {name: request.GET.get(name, "").strip() for name in ("start", "end", "tenant")}
+    feature = request.GET.get("feature")
+    try:
+        scope = optimisation.optimisation_scope_for(
+            principal=request.user, now=timezone.now(), feature=feature or None, **parameters
+        )
+        caching = optimisation.caching_report(scope)
+        report = optimisation.savings_report(scope, caching=caching)
+        costliest = optimisation.costliest_request_types(scope, limit=15)
+    except CostQueryError as error:
+        return {"parameters": parameters, "feature": feature or ""}, error.message
+    visible_policies = routing_policy_list(principal=request.user).filter(is_active=True)
+    if scope.tenant_ids is not None:
+        visible_policies = visible_policies.filter(tenant_id__in=scope.tenant_ids)
+    policies = [
+        optimisation.routing_policy_report(policy, visible_tenant_ids=scope.tenant_ids, now=scope.now)
+        for policy in visible_policies[:10]
+    ]
+    for item in policies:
+        for arm in (item["ab_test"]["policy"], item["ab_test"]["control"]):
+            arm["error_percent"] = None if arm["error_rate"] is None else arm["error_rate"] * 100
+    from insights.optimisation_documents import KIND_LABELS
+
+    top = max((entry["monthly_savings_nanos"] for entry in report["opportunities"]), default=0)
+    for entry in report["opportunities"]:
+        entry["bar_width"] = 120 * entry["monthly_savings_nanos"] / top if top else 0
+    return {
+        "parameters": parameters,
+        "feature": feature or "",
+        "scope": scope,
+        "report": report,
+        "monthly_total_by_kind": [
+            (KIND_LABELS.get(kind, kind), nanos)
+            for kind, nanos in report["monthly_savings_nanos_by_kind"].items()
+        ],
+        "costliest": costliest,
+        "exact_cache": caching["exact_cache"],
+        "prompt_caching": caching["prompt_caching"][:15],
+        "policies": policies,
+        "query_string": request.GET.urlencode(),
+    }, None
+
+
+@login_required
+@require_GET
+def savings_page(request):
+    """Opportunities ranked by monthly savings, the costliest request types, caching and routing
+    policies' A/B evidence: the weekly cost review's page."""
+    context, error = _savings_for(request)
+    context.update(
+        {
+            "page_title": "Savings",
+            "error": error,
+            "tenants": selectors.visible_tenants(principal=request.user).values(),
+            "navigation_query": "",
+        }
+    )
+    return render(request, "pages/savings.html", context, status=400 if error else 200)
+
+
+@login_required
+@require_GET
+def savings_csv(request):
+    from insights.optimisation_documents import savings_report_csv
+
+    context, error = _savings_for(request)
+    if error:
+        return _csv_error("invalid_query", error)
+    response = HttpResponse(savings_report_csv(context["report"]), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="savings.csv"'
+    return response
+
+
+@login_required
+@require_GET
+def savings_pdf(request):
+    from insights.optimisation_documents import savings_report_pdf
+
+    context, error = _savings_for(request)
+    if error:
+        return _csv_error("invalid_query", error)
+    response = HttpResponse(savings_report_pdf(context["report"]), content_type="application/pdf")
+    response["Content-Disposition"] = 'inline; filename="savings.pdf"'
+    return response

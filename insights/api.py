@@ -7,6 +7,7 @@ from rest_framework import generics, status
 from rest_framework.response import Response
 
 from chargeback.errors import ApiError
+from chargeback.openapi import error_response
 from insights.filters import (
     AlertRuleEventFilterSet,
     AlertRuleFilterSet,
@@ -93,7 +94,15 @@ class _AnomalyActionApi(generics.GenericAPIView):
         return Response(AnomalyDetailSerializer(anomaly, context=self.get_serializer_context()).data)
 
 
-@extend_schema(tags=["anomalies"], request=None, summary="Acknowledge an open anomaly (scope admin)")
+@extend_schema(
+    tags=["anomalies"],
+    request=None,
+    summary="Acknowledge an open anomaly (scope admin)",
+    responses={
+        200: AnomalyDetailSerializer,
+        409: error_response("A resolved anomaly cannot be acknowledged (code `invalid_state`)."),
+    },
+)
 class AnomalyAcknowledgeApi(_AnomalyActionApi):
     def post(self, request, pk):
         return self._act(anomaly_acknowledge)

@@ -8,7 +8,10 @@ class AnomalyFilterSet(django_filters.FilterSet):
     tenant = django_filters.CharFilter(field_name="tenant__slug")
     started_after = django_filters.IsoDateTimeFilter(field_name="started_at", lookup_expr="gte")
     started_before = django_filters.IsoDateTimeFilter(field_name="started_at", lookup_expr="lt")
-    min_impact_usd = django_filters.NumberFilter(method="filter_min_impact", label="Minimum |impact| in USD")
+    # Bounded so that the amount in nanos fits the database's 64-bit integers (a 400 otherwise).
+    min_impact_usd = django_filters.NumberFilter(
+        method="filter_min_impact", label="Minimum |impact| in USD", min_value=0, max_value=10**9
+    )
 
     class Meta:
         model = Anomaly

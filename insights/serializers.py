@@ -14,6 +14,7 @@ from insights.models import (
     RootCauseDimension,
 )
 from tenants.models import Tenant
+from tenants.serializers import TenantSlugField
 
 
 class RootCauseSerializer(serializers.Serializer):
@@ -39,6 +40,8 @@ class AnomalySerializer(serializers.ModelSerializer):
     tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     actual_usd = NanosAsUsdField(source="actual_nanos")
     expected_usd = NanosAsUsdField(source="expected_nanos")
+    # Empty until someone gives feedback.
+    feedback = serializers.ChoiceField(choices=Anomaly.Feedback.choices, allow_blank=True, read_only=True)
     impact_usd = NanosAsUsdField(source="impact_nanos")
     max_impact_usd = NanosAsUsdField(source="max_impact_nanos")
     root_causes = RootCauseSerializer(many=True, read_only=True)
@@ -88,7 +91,7 @@ class AnomalyFeedbackSerializer(serializers.Serializer):
     note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
 
 
-class _TenantField(serializers.SlugRelatedField):
+class _TenantField(TenantSlugField):
     """A tenant by slug, limited to the tenants the request's key may see."""
 
     def __init__(self, **kwargs):

@@ -3,7 +3,7 @@ fan out one task per tenant (or rule) so that workers share the work."""
 
 from celery import shared_task
 
-from insights import services
+from insights import services, weekly_review_services
 from insights.models import AlertRule
 from tenants.models import Tenant
 
@@ -58,4 +58,21 @@ def forecasts_refresh_all_task() -> int:
     tenant_ids = _active_tenant_ids()
     for tenant_id in tenant_ids:
         forecasts_refresh_tenant_task.delay(tenant_id)
+    return len(tenant_ids)
+
+
+# Deliveries are once per channel and week (dedupe key), so a rerun sends nothing twice.
+@shared_task(acks_late=True)
+def weekly_review_send_task(tenant_id: int) -> int:
+    tenant = Tenant.objects.filter(pk=tenant_id, is_active=True).first()
+    if tenant is None:
+        return 0
+    return len(weekly_review_services.weekly_review_send(tenant=tenant))
+
+
+@shared_task(acks_late=True)
+def weekly_reviews_send_all_task() -> int:
+    tenant_ids = weekly_review_services.weekly_review_tenant_ids()
+    for tenant_id in tenant_ids:
+        weekly_review_send_task.delay(tenant_id)
     return len(tenant_ids)

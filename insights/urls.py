@@ -1,6 +1,6 @@
 from django.urls import path
 
-from insights import api
+from insights import api, optimisation_api
 
 urlpatterns = [
     path("anomalies/", api.AnomalyListApi.as_view(), name="anomaly-list"),
@@ -21,4 +21,19 @@ urlpatterns = [
     path("alert-rule-events/", api.AlertRuleEventListApi.as_view(), name="alert-rule-event-list"),
     path("forecasts/", api.ForecastListApi.as_view(), name="forecast-list"),
     path("forecasts/<int:pk>/", api.ForecastDetailApi.as_view(), name="forecast-detail"),
+    path("optimisation/costliest/", optimisation_api.CostliestApi.as_view(), name="optimisation-costliest"),
+    path("optimisation/caching/", optimisation_api.CachingApi.as_view(), name="optimisation-caching"),
+    path("optimisation/what-if/", optimisation_api.WhatIfApi.as_view(), name="optimisation-what-if"),
+    path("optimisation/savings/", optimisation_api.SavingsApi.as_view(), name="optimisation-savings"),
+    path(
+        "optimisation/savings/csv", optimisation_api.SavingsCsvApi.as_view(), name="optimisation-savings-csv"
+    ),
+    path(
+        "optimisation/savings/pdf", optimisation_api.SavingsPdfApi.as_view(), name="optimisation-savings-pdf"
+    ),
+    path(
+        "routing-policies/<int:pk>/report",
+        optimisation_api.RoutingPolicyReportApi.as_view(),
+        name="routing-policy-report",
+    ),
 ]

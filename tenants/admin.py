@@ -2,7 +2,13 @@ from django import forms
 from django.contrib import admin, messages
 
 from tenants.models import ApiKey, Tenant, TenantMembership
-from tenants.services import api_key_create, api_key_revoke, tenant_check_parent, tenant_save
+from tenants.services import (
+    api_key_create,
+    api_key_rename,
+    api_key_revoke,
+    tenant_check_parent,
+    tenant_save,
+)
 
 
 class TenantAdminForm(forms.ModelForm):
@@ -65,16 +71,23 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return ["name", "prefix", "tenant", "scopes", "is_active", "created_at", "last_used_at"]
 
     def get_readonly_fields(self, request, obj=None):
-        return [] if obj is None else ["prefix", "tenant", "scopes", "created_at", "last_used_at"]
+        # A key is revoked with the action (audited), never switched back on; scopes never change.
+        return (
+            [] if obj is None else ["prefix", "tenant", "scopes", "is_active", "created_at", "last_used_at"]
+        )
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # revoke instead: the audit log refers to keys
 
     def save_model(self, request, obj, form, change):
         if change:
-            obj.save()
+            api_key_rename(api_key=obj, name=form.cleaned_data["name"], actor=request.user)
             return
         created, secret = api_key_create(
             name=form.cleaned_data["name"],
             scopes=form.cleaned_data["scopes"],
             tenant=form.cleaned_data["tenant"],
+            actor=request.user,
         )
         obj.pk = created.pk
         messages.warning(
@@ -84,7 +97,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected keys")
     def revoke(self, request, queryset):
         for api_key in queryset:
-            api_key_revoke(api_key=api_key)
+            api_key_revoke(api_key=api_key, actor=request.user)
 
 
 @admin.register(TenantMembership)

@@ -4,6 +4,7 @@ import hmac
 
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
@@ -29,6 +30,8 @@ class ApiKeyUser:
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
+    # Error reports (DEBUG pages, reporters that show frame locals) must not show the presented key.
+    @sensitive_variables("header", "raw_key", "split")
     def authenticate(self, request):
         header = authentication.get_authorization_header(request).split()
         if not header or header[0].lower() != self.keyword.lower().encode():

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from audit.services import Actor, audit_record, audit_snapshot
 from tenants.models import ApiKey, Tenant
 from tenants.selectors import tenant_descendant_ids
 
@@ -30,9 +31,21 @@ def api_key_split(raw_key: str) -> tuple[str, str] | None:
     return prefix, raw_key
 
 
+# What the audit log keeps of a key: never its hash.
+_API_KEY_AUDIT_FIELDS = ("name", "prefix", "tenant", "scopes", "is_active")
+
+
+def _api_key_snapshot(api_key: ApiKey) -> dict:
+    return audit_snapshot(api_key, fields=_API_KEY_AUDIT_FIELDS)
+
+
 @transaction.atomic
-def api_key_create(*, name: str, scopes: Iterable[str], tenant: Tenant | None = None) -> tuple[ApiKey, str]:
-    """Create a key and return it with its secret, which is never stored and cannot be shown again."""
+def api_key_create(
+    *, name: str, scopes: Iterable[str], tenant: Tenant | None = None, actor: Actor = None
+) -> tuple[ApiKey, str]:
+    """Create a key and return it with its secret, which is never stored and cannot be shown again.
+
+    Audited as `api_key.create` by `actor` (a user, an API key, or None for the system)."""
     scopes = sorted(set(scopes))
     unknown = set(scopes) - set(ApiKey.Scope.values)
     if unknown or not scopes:
@@ -46,6 +59,14 @@ def api_key_create(*, name: str, scopes: Iterable[str], tenant: Tenant | None = 
     api_key = ApiKey.objects.create(
         name=name, prefix=prefix, secret_hash=api_key_hash(secret), tenant=tenant, scopes=scopes
     )
+    audit_record(
+        actor=actor,
+        action="api_key.create",
+        instance=api_key,
+        tenant_id=api_key.tenant_id,
+        before=None,
+        after=_api_key_snapshot(api_key),
+    )
     return api_key, secret
 
 
@@ -56,9 +77,46 @@ def api_key_touch(*, api_key: ApiKey, now: datetime) -> None:
         api_key.last_used_at = now
 
 
-def api_key_revoke(*, api_key: ApiKey) -> None:
+@transaction.atomic
+def api_key_revoke(*, api_key: ApiKey, actor: Actor = None) -> None:
+    """Deactivate a key for good (audited as `api_key.revoke`); revoking a revoked key does nothing."""
+    current = ApiKey.objects.select_for_update().get(pk=api_key.pk)
     api_key.is_active = False
-    api_key.save(update_fields=["is_active"])
+    if not current.is_active:
+        return
+    before = _api_key_snapshot(current)
+    current.is_active = False
+    current.save(update_fields=["is_active"])
+    audit_record(
+        actor=actor,
+        action="api_key.revoke",
+        instance=current,
+        tenant_id=current.tenant_id,
+        before=before,
+        after=_api_key_snapshot(current),
+    )
+
+
+@transaction.atomic
+def api_key_rename(*, api_key: ApiKey, name: str, actor: Actor = None) -> ApiKey:
+    """Change a key's label (audited as `api_key.update`); its scopes and tenant never change."""
+    current = ApiKey.objects.select_for_update().get(pk=api_key.pk)
+    api_key.name = name
+    if current.name == name:
+        return api_key
+    before = _api_key_snapshot(current)
+    current.name = name
+    current.full_clean()
+    current.save(update_fields=["name"])
+    audit_record(
+        actor=actor,
+        action="api_key.update",
+        instance=current,
+        tenant_id=current.tenant_id,
+        before=before,
+        after=_api_key_snapshot(current),
+    )
+    return api_key
 
 
 def tenant_check_parent(tenant: Tenant, parent: Tenant | None) -> None:

@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 import factory
 
 from budgets.models import Budget, BudgetThreshold, NotificationChannel
-from chargeback.models import PriceOverride, Statement, StatementLine
+from chargeback.models import AllocationRule, PriceOverride, Statement, StatementLine
 from tenants.models import ApiKey, Tenant
 from tenants.services import api_key_create
 
@@ -118,3 +118,16 @@ class StatementLineFactory(factory.django.DjangoModelFactory):
     unit_scale = 1_000_000
     amount_nanos = 2_500_000_000
     amount_cents = 250
+
+
+class AllocationRuleFactory(factory.django.DjangoModelFactory):
+    """customer=<tenant slug> -> that tenant, for usage reported anywhere."""
+
+    class Meta:
+        model = AllocationRule
+
+    precedence = factory.Sequence(lambda number: (number + 1) * 10)
+    name = factory.Sequence(lambda number: f"rule {number}")
+    tag_key = "customer"
+    target = factory.SubFactory(TenantFactory, is_billable=True)
+    tag_value = factory.LazyAttribute(lambda rule: rule.target.slug)

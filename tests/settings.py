@@ -29,3 +29,9 @@ else:
 REDIS_KEY_PREFIX = f"chargeback-test-{RUN_ID}"
 # Tasks go to a queue of this run only, so that concurrent runs on one broker never take each other's.
 CELERY_TASK_DEFAULT_QUEUE = f"chargeback-test-{RUN_ID}"
+# Rate limits high enough that no test meets them; the rate-limit tests set their own.
+INGEST_RATE_LIMIT = "1000000/min"
+ALLOWANCE_RATE_LIMIT = "1000000/min"
+# The notification tests deliver to stub servers on the loopback interface: explicitly allowed
+# here, refused by default (tests/budgets/test_webhook_targets.py checks both).
+NOTIFICATION_ALLOWED_NETWORKS = ["127.0.0.0/8", "::1/128"]

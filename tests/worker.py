@@ -2,13 +2,14 @@
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from django.conf import settings
@@ -25,10 +26,17 @@ def test_database_url() -> str:
     return f"postgres://{user}@{settings.get('HOST') or '127.0.0.1'}:{settings.get('PORT') or 5432}/{settings['NAME']}"
 
 
+class WorkerOutput(list):
+    """The worker's output lines; `process` is the worker process (fault tests kill it)."""
+
+    process: subprocess.Popen
+
+
 @contextmanager
 def celery_worker(timeout: float = 90, *, beat: bool = False, env: dict[str, str] | None = None):
     """Start `celery worker` (with beat if asked) on this test run's own queue; yield the queue
-    name and the worker's output lines; stop the worker afterwards."""
+    name and the worker's output lines (with the process as `lines.process`); stop the worker
+    afterwards."""
     queue = settings.CELERY_TASK_DEFAULT_QUEUE
     worker_env = {
         **os.environ,
@@ -46,10 +54,13 @@ def celery_worker(timeout: float = 90, *, beat: bool = False, env: dict[str, str
     schedule_dir = tempfile.mkdtemp(prefix="chargeback-beat-")
     if beat:
         command += ["--beat", f"--schedule={schedule_dir}/schedule"]
+    # A session of its own: the embedded beat is a child process, which must not outlive the worker.
     process = subprocess.Popen(
-        command, cwd=ROOT, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    lines: list[str] = []
+        command, cwd=ROOT, env=worker_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    lines = WorkerOutput()
+    lines.process = process
     ready = threading.Event()
 
     def pump():
@@ -74,6 +85,8 @@ def celery_worker(timeout: float = 90, *, beat: bool = False, env: dict[str, str
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        with suppress(ProcessLookupError):  # whatever is left of it (beat), gone or not
+            os.killpg(process.pid, signal.SIGKILL)
         shutil.rmtree(schedule_dir, ignore_errors=True)
 
 

@@ -28,6 +28,10 @@ class Receiver:
     fail_status: int = 500
     delay_seconds: float = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # While `hold` is set, a request is recorded, then kept unanswered until `hold` is cleared;
+    # `held` tells that one is being kept (fault tests kill the sender meanwhile).
+    hold: threading.Event = field(default_factory=threading.Event)
+    held: threading.Event = field(default_factory=threading.Event)
 
     def answer(self, request: ReceivedRequest) -> int:
         with self.lock:
@@ -44,6 +48,9 @@ def receiver():
             time.sleep(state.delay_seconds)
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             status = state.answer(ReceivedRequest("POST", self.path, dict(self.headers.items()), body))
+            while state.hold.is_set():
+                state.held.set()
+                time.sleep(0.05)
             reply = b"ok" if status < 400 else b"receiver is down"
             self.send_response(status)
             self.send_header("Content-Length", str(len(reply)))

@@ -7,6 +7,7 @@ from budgets.models import Budget
 from budgets.selectors import allowance_check, budget_definitions_forget
 from tests.budgets.test_services import ingest
 from tests.factories import BudgetFactory, BudgetThresholdFactory, TenantFactory
+from tests.openapi import assert_conforms_to_schema
 
 pytestmark = pytest.mark.django_db
 
@@ -198,3 +199,13 @@ def test_when_nothing_can_be_read_the_fail_mode_decides(settings, database_down,
         database_down()
     assert (decision.allowed, decision.source) == (allowed, "unavailable")
     assert f"fails {fail_mode}" in decision.reason
+
+
+def test_an_allowance_for_an_unknown_tenant_is_a_documented_404(client_for, tree):
+    """Found by schema fuzzing: the 404 for a tenant that does not exist (or is outside the key's
+    scope) was not in the schema."""
+    response = client_for(None, scopes=["read"]).post(
+        "/api/v1/allowance/", {"tenant": "nobody"}, format="json"
+    )
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    assert_conforms_to_schema(response, "POST /api/v1/allowance/")

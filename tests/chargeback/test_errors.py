@@ -1,6 +1,7 @@
 """Every error under /api/ has the shape {"error": {"code", "message", "details"}}."""
 
 import pytest
+from django.db import DataError
 
 from tests.factories import TenantFactory
 
@@ -86,3 +87,49 @@ def test_pages_outside_the_api_keep_html_errors(client):
     response = client.get("/no-such-page/")
     assert response.status_code == 404
     assert not response["Content-Type"].startswith("application/json")
+
+
+def test_a_value_the_database_refuses_is_a_400(client_for, monkeypatch):
+    """Found by schema fuzzing on PostgreSQL: a NUL character (or a number out of the column's range)
+    reaching a query raised DataError, a 500. It is bad input."""
+
+    def refuse(**kwargs):
+        raise DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+
+    monkeypatch.setattr("chargeback.usage_api.usage_record_list", refuse)
+    _assert_error(client_for(None).get("/api/v1/usage/"), 400, "invalid_value")
+
+
+@pytest.mark.parametrize(
+    ("url", "body"),
+    [
+        ("/api/v1/budgets/", {"name": "b", "amount_usd": "5", "period": "month"}),
+        ("/api/v1/routing-policies/", {"name": "p", "rules": []}),
+        (
+            "/api/v1/notification-channels/",
+            {"name": "c", "kind": "webhook", "target": "https://example.com/h"},
+        ),
+        ("/api/v1/anomaly-subscriptions/", {"name": "s"}),
+        ("/api/v1/alert-rules/", {"name": "r", "metric": "cost", "window": "day", "threshold": "1"}),
+    ],
+)
+def test_a_nul_character_in_a_tenant_slug_is_a_validation_error(client_for, url, body):
+    """Found by schema fuzzing on PostgreSQL: the tenant's slug went to the database as it was, and
+    PostgreSQL refuses to compare text with a NUL character (a 500)."""
+    TenantFactory(slug="team")
+    response = client_for(None, scopes=["admin"]).post(url, {**body, "tenant": "te\x00am"}, format="json")
+    error = _assert_error(response, 400, "validation_error")
+    assert "tenant" in error["details"]
+
+
+@pytest.mark.parametrize("url", ["/api/v1/costs/", "/api/v1/tenants/", "/api/v1/statements/"])
+def test_an_unknown_format_is_a_400(client_for, url):
+    """Found by schema fuzzing: DRF answers `?format=<no renderer's>` with 404 "Not found." (as if
+    the URL did not exist); it is an invalid parameter."""
+    error = _assert_error(client_for(None).get(url, {"format": "xml"}), 400, "validation_error")
+    assert "format" in error["details"]
+
+
+def test_a_known_format_still_chooses_the_renderer(client_for):
+    response = client_for(None).get("/api/v1/costs/", {"format": "csv"})
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")

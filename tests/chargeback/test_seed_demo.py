@@ -150,3 +150,37 @@ def test_demo_generation_is_deterministic_with_a_spike():
     assert len({record["event_id"] for record in first}) == len(first)
     normal = demo.day_records(globex, same_weekday, anchor, "America/New_York")
     assert len(first) > 2 * len(normal)
+
+
+def test_the_demo_holds_opportunities_the_savings_report_finds(var_dir, frozen_now):
+    from budgets.models import RoutingPolicy
+    from insights.optimisation_selectors import OptimisationScope, routing_policy_report, savings_report
+
+    output = seed(days=2)
+
+    policy = RoutingPolicy.objects.get(tenant__slug="code-assist")
+    assert policy.share < 1 and f"/api/v1/routing-policies/{policy.pk}/report" in output
+    records = UsageRecord.objects.all()
+    assert records.filter(prompt_hash__isnull=False).count() > 100
+    assert (
+        records.filter(tags__routing_arm="policy").exists()
+        and records.filter(tags__routing_arm="control").exists()
+    )
+    end = frozen_now.replace(minute=0, second=0, microsecond=0)
+    scope = OptimisationScope(
+        tenant_ids=None, start=end - timedelta(days=2), end=end, time_zone="UTC", now=end
+    )
+    opportunities = savings_report(scope)["opportunities"]
+    kinds = {entry["kind"] for entry in opportunities}
+    assert {"exact_cache", "model_substitution", "routing_rollout", "prompt_caching"} <= kinds
+    titles = {entry["title"] for entry in opportunities}
+    assert (
+        "Move chat from gpt-4o to gpt-4o-mini" in titles
+        or "Move chat from claude-sonnet-4-5 to gpt-4o-mini" in titles
+    )
+    assert any(title.startswith("Cache repeated prompts of chat") for title in titles)
+    report = routing_policy_report(policy, visible_tenant_ids=None, now=end)
+    arms = report["ab_test"]
+    assert arms["policy"]["models"].keys() == {"claude-3-5-haiku-latest"}
+    assert arms["control"]["models"].keys() == {"claude-sonnet-4-5"}
+    assert arms["policy"]["cost_per_request_nanos"] < arms["control"]["cost_per_request_nanos"]

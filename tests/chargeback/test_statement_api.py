@@ -8,6 +8,7 @@ from chargeback.models import Statement
 from chargeback.services import statement_finalize, statement_generate
 from tests.chargeback.test_statements import ingest
 from tests.factories import TenantFactory
+from tests.openapi import assert_conforms_to_schema
 
 pytestmark = pytest.mark.django_db
 
@@ -87,3 +88,13 @@ def test_finalize_and_void_need_the_admin_scope(client_for, statements):
 def test_focus_export_needs_a_month(client_for, statements):
     response = client_for(statements["org"], scopes=["read"]).get("/api/v1/exports/focus?period=2026-13")
     assert (response.status_code, response.json()["error"]["code"]) == (400, "validation_error")
+
+
+def test_statements_without_predecessor_or_billing_email_conform_to_the_schema(client_for, statements):
+    """Found by schema fuzzing: `replaces` is null and `billing_email` empty for most statements,
+    which the schema described as an integer and an e-mail address."""
+    client = client_for(statements["org"], scopes=["read"])
+    assert_conforms_to_schema(client.get("/api/v1/statements/"), "GET /api/v1/statements/")
+    detail = client.get(f"/api/v1/statements/{statements['mine'].pk}/")
+    assert (detail.json()["replaces"], detail.json()["billing_email"]) == (None, "")
+    assert_conforms_to_schema(detail, "GET /api/v1/statements/{id}/")

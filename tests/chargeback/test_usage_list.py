@@ -1,3 +1,4 @@
+import base64
 import json
 
 import pytest
@@ -74,3 +75,21 @@ def test_costs_are_decimal_strings(client_for, tenants):
     row = client_for(None, scopes=["read"]).get(URL + "?event_id=t1").json()["results"][0]
     assert row["cost_usd"] == "0.006000000"  # 1200 input at $2.50/M + 300 output at $10/M
     assert row["input_tokens"] == 1200
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "not-base64!",
+        "é",
+        base64.b64encode(b"o=-1").decode(),
+        base64.b64encode(b"p=not-a-timestamp").decode(),
+        base64.b64encode(b"r=yes").decode(),
+    ],
+)
+def test_an_invalid_cursor_is_a_400(client_for, tenants, cursor):
+    """Found by schema fuzzing: DRF answers a cursor it cannot decode with 404 "Invalid cursor",
+    which the schema did not document (and no object is missing); a forged position was a 500."""
+    response = client_for(None, scopes=["read"]).get(URL, {"cursor": cursor})
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "invalid_cursor"

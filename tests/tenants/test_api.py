@@ -2,6 +2,7 @@ import pytest
 
 from tenants.services import api_key_revoke
 from tests.factories import ApiKeyFactory, TenantFactory
+from tests.openapi import assert_conforms_to_schema
 
 pytestmark = pytest.mark.django_db
 
@@ -95,3 +96,13 @@ def test_whoami_describes_the_calling_key(client_for, tree):
     assert (body["tenant"], body["scopes"]) == ("team", ["ingest"])
     assert body["prefix"].startswith("cbk_")
     assert client_for(None, scopes=["read"]).get("/api/v1/whoami/").json()["tenant"] is None
+
+
+def test_a_tenant_without_billing_email_conforms_to_the_schema(client_for, tree):
+    """Found by schema fuzzing: `billing_email` is empty unless set, which the schema described as
+    an e-mail address."""
+    client = client_for(tree["org"], scopes=["read"])
+    assert_conforms_to_schema(client.get("/api/v1/tenants/"), "GET /api/v1/tenants/")
+    detail = client.get("/api/v1/tenants/team/")
+    assert detail.json()["billing_email"] == ""
+    assert_conforms_to_schema(detail, "GET /api/v1/tenants/{slug}/")

@@ -46,6 +46,8 @@ class Command(BaseCommand):
         )
         for error in usage.errors:
             self.stderr.write(f"  {error['event_id']}: {error['code']}: {error['message']}")
+        for note in report.notes:
+            self.stdout.write(note)
 
         base = base_url.rstrip("/")
         if report.admin_password:

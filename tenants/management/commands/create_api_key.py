@@ -24,6 +24,7 @@ class Command(BaseCommand):
                 name=name or f"{tenant or 'global'} key",
                 scopes=[scope.strip() for scope in scopes.split(",") if scope.strip()],
                 tenant=tenant_obj,
+                actor="manage.py create_api_key",
             )
         except ValidationError as error:
             raise CommandError("; ".join(error.messages)) from error
