@@ -5,7 +5,7 @@ import io
 
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -22,6 +22,7 @@ from chargeback.costs import (
 from chargeback.errors import ApiError
 from chargeback.filters import TAG_PARAMETER
 from chargeback.models import UsageStatus
+from chargeback.openapi import error_response
 from tenants.permissions import HasReadScope
 
 
@@ -141,22 +142,11 @@ class CostsCsvRenderer(BaseRenderer):
         return output.getvalue().encode()
 
 
-_ERROR_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "error": {
-            "type": "object",
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}},
-            "required": ["code", "message"],
-        }
-    },
-}
-_BAD_QUERY = OpenApiResponse(
-    response=_ERROR_SCHEMA,
-    description="A query that cannot be answered, with a stable code: validation_error, invalid_group_by, "
-    "invalid_granularity, invalid_time_zone, invalid_range, too_many_buckets, too_many_rows, range_too_long.",
+_BAD_QUERY = error_response(
+    "A query that cannot be answered, with a stable code: validation_error, invalid_group_by, "
+    "invalid_granularity, invalid_time_zone, invalid_range, too_many_buckets, too_many_rows, range_too_long."
 )
-_ERROR = OpenApiResponse(response=_ERROR_SCHEMA, description="Error with a stable code")
+_ERROR = error_response("Error with a stable code")
 
 
 @extend_schema(

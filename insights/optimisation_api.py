@@ -6,13 +6,14 @@ from datetime import timedelta
 from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import generics
 from rest_framework.response import Response
 
 from budgets.routing_selectors import routing_policy_list
 from chargeback.costs import CostQueryError
 from chargeback.errors import ApiError
+from chargeback.openapi import error_response
 from insights.optimisation_documents import savings_report_csv, savings_report_pdf
 from insights.optimisation_selectors import (
     OptimisationError,
@@ -37,20 +38,9 @@ from insights.optimisation_serializers import (
 from tenants.permissions import HasReadScope
 from tenants.scoping import visible_tenant_ids
 
-_ERROR_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "error": {
-            "type": "object",
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}},
-            "required": ["code", "message"],
-        }
-    },
-}
-_BAD_QUERY = OpenApiResponse(
-    response=_ERROR_SCHEMA,
-    description="A query that cannot be answered, with a stable code: validation_error, invalid_range, "
-    "invalid_time_zone, too_many_rows, range_too_long, missing_model, unpriced_model.",
+_BAD_QUERY = error_response(
+    "A query that cannot be answered, with a stable code: validation_error, invalid_range, "
+    "invalid_time_zone, too_many_rows, range_too_long, missing_model, unpriced_model."
 )
 
 
