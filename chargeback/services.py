@@ -58,6 +58,7 @@ from chargeback.usage_storage import (
     rollups_upsert,
     usage_existing_hashes,
     usage_rows_store,
+    usage_tenants_lock,
 )
 from tenants.models import Tenant
 from tenants.selectors import tenant_ancestor_ids, tenant_descendant_ids
@@ -297,6 +298,18 @@ def usage_records_ingest(
         row_meta.append((index, record.tags))
 
     with transaction.atomic():
+        # A tenant deleted since its records were validated (it had no usage: PROTECT) takes its
+        # records with it; the others are stored. The rest stay locked until the commit.
+        gone = usage_tenants_lock({row[0] for row in rows})
+        if gone:
+            kept = [(row, meta) for row, meta in zip(rows, row_meta, strict=True) if row[0] not in gone]
+            for row, (index, _) in zip(rows, row_meta, strict=True):
+                if row[0] in gone:
+                    result.rejected += 1
+                    result.error(
+                        index, row[1], "unknown_tenant", "The record's tenant was deleted meanwhile."
+                    )
+            rows, row_meta = [row for row, _ in kept], [meta for _, meta in kept]
         # Inserts the new rows, adds exactly those to the hourly rollups, and returns the keys that
         # were already stored (usually none).
         already_stored = usage_rows_store(rows)

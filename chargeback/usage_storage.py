@@ -86,20 +86,21 @@ class TenantGoneError(IntegrityError):
     """A batch's tenant was deleted after the batch was validated."""
 
 
-def _tenants_lock(tenant_ids: set[int]) -> None:
-    """What the foreign key's check would do for every row, once per batch: the batch's tenants
-    must exist, and on PostgreSQL stay locked (KEY SHARE) until the batch commits, so that no one
-    deletes them in between. SQLite writers are serialised by the ingest transaction."""
-    tenant_table = Tenant._meta.db_table
+def usage_tenants_lock(tenant_ids: set[int]) -> set[int]:
+    """What the foreign key's check would do for every row, once per batch: lock the batch's
+    tenants (KEY SHARE, on PostgreSQL) until the transaction ends, so that no one deletes them
+    meanwhile; return those that no longer exist. SQLite writers are serialised by the ingest
+    transaction itself."""
+    if not tenant_ids:
+        return set()
     placeholders = ", ".join(["%s"] * len(tenant_ids))
     lock = " FOR KEY SHARE" if connection.vendor == "postgresql" else ""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT id FROM {tenant_table} WHERE id IN ({placeholders}) ORDER BY id{lock}", list(tenant_ids)
+            f"SELECT id FROM {Tenant._meta.db_table} WHERE id IN ({placeholders}) ORDER BY id{lock}",
+            list(tenant_ids),
         )
-        found = {tenant_id for (tenant_id,) in cursor.fetchall()}
-    if found != tenant_ids:
-        raise TenantGoneError(f"tenants {sorted(tenant_ids - found)} no longer exist")
+        return tenant_ids - {tenant_id for (tenant_id,) in cursor.fetchall()}
 
 
 def usage_rows_store(rows: Sequence[tuple]) -> set[UsageKey]:
@@ -108,7 +109,9 @@ def usage_rows_store(rows: Sequence[tuple]) -> set[UsageKey]:
     tuples in USAGE_COLUMNS order, with distinct keys."""
     if not rows:
         return set()
-    _tenants_lock({row[0] for row in rows})
+    missing = usage_tenants_lock({row[0] for row in rows})
+    if missing:
+        raise TenantGoneError(f"tenants {sorted(missing)} no longer exist")
     if connection.vendor == "postgresql":
         return _store_postgresql(rows)
     inserted = _insert_generic(rows)

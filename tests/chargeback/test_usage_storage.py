@@ -11,7 +11,7 @@ import pytest
 from django.db import connection, transaction
 from django.db.models import ProtectedError
 
-from chargeback import usage_storage
+from chargeback import services, usage_storage
 from chargeback.models import LATENCY_BUCKET_BOUNDS_MS, UsageRecord, UsageRollupHourly
 from chargeback.services import usage_records_ingest, usage_rollups_rebuild
 from tests.chargeback.helpers import rollup_snapshot, usage_record
@@ -131,3 +131,28 @@ def test_a_tenant_with_usage_cannot_be_deleted():
     )
     with pytest.raises(ProtectedError):
         tenant.delete()
+
+
+def test_records_of_a_tenant_deleted_during_ingestion_are_rejected_and_the_others_stored(monkeypatch):
+    TenantFactory(slug="plain")
+    doomed = TenantFactory(slug="doomed")
+    lock = services.usage_tenants_lock
+
+    def delete_first(tenant_ids):
+        # The tenant (without usage, so PROTECT allows it) goes after validation, before the lock.
+        doomed.delete()
+        return lock(tenant_ids)
+
+    monkeypatch.setattr(services, "usage_tenants_lock", delete_first)
+    items = [
+        json.dumps(usage_record("a", tenant="plain")).encode(),
+        json.dumps(usage_record("b", tenant="doomed")).encode(),
+        json.dumps(usage_record("c", tenant="plain")).encode(),
+    ]
+    result = usage_records_ingest(items=items, scope_tenant_ids=None)
+    assert (result.accepted, result.rejected) == (2, 1)
+    assert [(error["index"], error["event_id"], error["code"]) for error in result.errors] == [
+        (1, "b", "unknown_tenant")
+    ]
+    assert sorted(UsageRecord.objects.values_list("event_id", flat=True)) == ["a", "c"]
+    assert sum(UsageRollupHourly.objects.values_list("requests", flat=True)) == 2
