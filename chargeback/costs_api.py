@@ -26,7 +26,27 @@ from chargeback.openapi import error_response
 from tenants.permissions import HasReadScope
 
 
-class CostQueryParametersSerializer(serializers.Serializer):
+class CostRangeParametersSerializer(serializers.Serializer):
+    """The time range and tenant of a cost query, read the same way by every report."""
+
+    start = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Inclusive; RFC 3339, or YYYY-MM-DD for local midnight. Default: 29 days before today.",
+    )
+    end = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Exclusive; RFC 3339, or YYYY-MM-DD for local midnight. Default: the end of today.",
+    )
+    tenant = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="Tenant slug, with its descendants."
+    )
+
+
+class CostQueryParametersSerializer(CostRangeParametersSerializer):
     """The query parameters of /api/v1/costs/ (tag.<key>=<value> filters come on top)."""
 
     group_by = serializers.CharField(
@@ -49,21 +69,6 @@ class CostQueryParametersSerializer(serializers.Serializer):
         default="",
         help_text="IANA time zone of the buckets. Default: the filtered tenant's zone, else the key's "
         "tenant's zone, else UTC.",
-    )
-    start = serializers.CharField(
-        required=False,
-        allow_blank=True,
-        default="",
-        help_text="Inclusive; RFC 3339, or YYYY-MM-DD for local midnight. Default: 29 days before today.",
-    )
-    end = serializers.CharField(
-        required=False,
-        allow_blank=True,
-        default="",
-        help_text="Exclusive; RFC 3339, or YYYY-MM-DD for local midnight. Default: the end of today.",
-    )
-    tenant = serializers.CharField(
-        required=False, allow_blank=True, default="", help_text="Tenant slug, with its descendants."
     )
     provider = serializers.CharField(required=False, allow_blank=True, default="")
     model = serializers.CharField(

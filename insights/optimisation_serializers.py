@@ -5,25 +5,11 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
+from chargeback.costs_api import CostRangeParametersSerializer
 from chargeback.serializers import NanosAsUsdField
 
 
-class OptimisationParametersSerializer(serializers.Serializer):
-    start = serializers.CharField(
-        required=False,
-        allow_blank=True,
-        default="",
-        help_text="Inclusive; RFC 3339, or YYYY-MM-DD for local midnight. Default: 29 days before today.",
-    )
-    end = serializers.CharField(
-        required=False,
-        allow_blank=True,
-        default="",
-        help_text="Exclusive; RFC 3339, or YYYY-MM-DD for local midnight. Default: the end of today.",
-    )
-    tenant = serializers.CharField(
-        required=False, allow_blank=True, default="", help_text="Tenant slug, with its descendants."
-    )
+class OptimisationParametersSerializer(CostRangeParametersSerializer):
     feature = serializers.CharField(
         required=False,
         allow_blank=True,
