@@ -240,7 +240,7 @@ def budget_counters_reconcile(*, now: datetime | None = None) -> int:
     return len(values)
 
 
-def budgets_on_ingest(records: list[IngestedRecord], tenant_chains: dict[int, list[int]]) -> None:
+def budgets_on_ingest(records: Iterable[IngestedRecord], tenant_chains: dict[int, list[int]]) -> None:
     """Post-ingest hook: add the new records' cost to the counters of every budget they count
     toward, and schedule a debounced evaluation of those budgets."""
     chain_ids = {tenant_id for chain in tenant_chains.values() for tenant_id in chain}

@@ -6,7 +6,7 @@ what hooks maintain (budget counters) is reconciled from the database periodical
 """
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import NamedTuple
 
@@ -24,7 +24,7 @@ class IngestedRecord(NamedTuple):
     cost_nanos: int | None
 
 
-PostIngestHook = Callable[[list[IngestedRecord], dict[int, list[int]]], None]
+PostIngestHook = Callable[[Iterable[IngestedRecord], dict[int, list[int]]], None]
 _post_ingest_hooks: list[PostIngestHook] = []
 
 
@@ -37,7 +37,7 @@ def post_ingest_hooks_active() -> bool:
     return bool(_post_ingest_hooks)
 
 
-def post_ingest_hooks_run(records: list[IngestedRecord], tenant_chains: dict[int, list[int]]) -> None:
+def post_ingest_hooks_run(records: Iterable[IngestedRecord], tenant_chains: dict[int, list[int]]) -> None:
     """Run every hook; `tenant_chains` maps each tenant id to its ancestors (itself first)."""
     for hook in _post_ingest_hooks:
         try:

@@ -14,7 +14,6 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-import msgspec
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Sum
@@ -23,7 +22,7 @@ from django.utils import timezone
 from audit.services import Actor, audit_record, audit_snapshot, audited_delete, audited_save
 from chargeback import money
 from chargeback.calendar import add_months, ceil_hour, local_date, local_midnight
-from chargeback.hooks import IngestedRecord, post_ingest_hooks_active, post_ingest_hooks_run
+from chargeback.hooks import post_ingest_hooks_active, post_ingest_hooks_run
 from chargeback.ingest_counters import ingest_counters_add, ingest_counters_enabled
 from chargeback.models import (
     AllocationRule,
@@ -54,6 +53,7 @@ from chargeback.usage_input import (
     token_buckets,
 )
 from chargeback.usage_storage import (
+    IngestedRecords,
     RollupAccumulator,
     rollups_upsert,
     usage_existing_hashes,
@@ -64,7 +64,6 @@ from tenants.models import Tenant
 from tenants.selectors import tenant_ancestor_ids, tenant_descendant_ids
 
 logger = logging.getLogger(__name__)
-_TAGS_ENCODER = msgspec.json.Encoder(order="sorted")
 
 
 @dataclass
@@ -231,7 +230,7 @@ def usage_records_ingest(
     max_future_skew = settings.INGEST_MAX_FUTURE_SKEW
 
     rows: list[tuple] = []
-    row_meta: list[tuple[int, dict[str, str]]] = []
+    row_indexes: list[int] = []  # each row's index in the batch
     seen: dict[tuple[int, str], tuple[int, str]] = {}
     for index, record in decoded:
         tenant_id = tenant_of[record.tenant]
@@ -284,7 +283,7 @@ def usage_records_ingest(
                 buckets.reasoning,
                 record.latency_ms,
                 record.status,
-                _TAGS_ENCODER.encode(record.tags).decode(),
+                record.tags,
                 quote.list_cost_nanos,
                 tenants.charged(tenant_id, quote.list_cost_nanos),
                 reported,
@@ -295,37 +294,36 @@ def usage_records_ingest(
                 record.prompt_hash,
             )
         )
-        row_meta.append((index, record.tags))
+        row_indexes.append(index)
 
     with transaction.atomic():
         # A tenant deleted since its records were validated (it had no usage: PROTECT) takes its
         # records with it; the others are stored. The rest stay locked until the commit.
         gone = usage_tenants_lock({row[0] for row in rows})
         if gone:
-            kept = [(row, meta) for row, meta in zip(rows, row_meta, strict=True) if row[0] not in gone]
-            for row, (index, _) in zip(rows, row_meta, strict=True):
+            kept = [(row, index) for row, index in zip(rows, row_indexes, strict=True) if row[0] not in gone]
+            for row, index in zip(rows, row_indexes, strict=True):
                 if row[0] in gone:
                     result.rejected += 1
                     result.error(
                         index, row[1], "unknown_tenant", "The record's tenant was deleted meanwhile."
                     )
-            rows, row_meta = [row for row, _ in kept], [meta for _, meta in kept]
+            rows, row_indexes = [row for row, _ in kept], [index for _, index in kept]
         # Inserts the new rows, adds exactly those to the hourly rollups, and returns the keys that
         # were already stored (usually none).
         already_stored = usage_rows_store(rows)
         stored = dict(usage_existing_hashes(sorted(already_stored))) if already_stored else {}
-        for row, (index, _) in zip(rows, row_meta, strict=True):
+        for row, index in zip(rows, row_indexes, strict=True):
             if already_stored and (row[0], row[1]) in already_stored:
                 _count_resend(result, index, row[1], same=stored.get((row[0], row[1])) == row[2])
             elif row[17] is None:
                 result.unpriced += 1
         result.accepted = len(rows) - len(already_stored)
         if post_ingest_hooks_active() and result.accepted:
-            ingested = [
-                IngestedRecord(row[0], row[3], row[5], row[7], meta[1], row[17])
-                for row, meta in zip(rows, row_meta, strict=True)
-                if not already_stored or (row[0], row[1]) not in already_stored
-            ]
+            new_rows = (
+                [row for row in rows if (row[0], row[1]) not in already_stored] if already_stored else rows
+            )
+            ingested = IngestedRecords(new_rows)
             chains = tenants.chains
             transaction.on_commit(lambda: post_ingest_hooks_run(ingested, chains))
         if ingest_counters_enabled():

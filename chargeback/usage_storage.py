@@ -6,7 +6,7 @@ from resends; both run inside the caller's transaction.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 
 import msgspec
@@ -16,6 +16,7 @@ from psycopg import errors, postgres
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
+from chargeback.hooks import IngestedRecord
 from chargeback.models import LATENCY_BUCKET_BOUNDS_MS, LATENCY_BUCKET_FIELDS, UsageRecord, UsageRollupHourly
 from tenants.models import Tenant
 
@@ -36,7 +37,7 @@ USAGE_COLUMNS = (
     "reasoning_tokens",
     "latency_ms",
     "status",
-    "tags",  # JSON text
+    "tags",  # a dict of strings
     "list_cost_nanos",
     "cost_nanos",
     "reported_cost_nanos",
@@ -49,7 +50,7 @@ USAGE_COLUMNS = (
 _COLUMN_INDEX = {name: index for index, name in enumerate(USAGE_COLUMNS)}
 _POSTGRES_TYPES = (
     "bigint", "text", "text", "timestamptz", "timestamptz", "text", "text", "text",
-    "bigint", "bigint", "bigint", "bigint", "bigint", "integer", "text", "text",
+    "bigint", "bigint", "bigint", "bigint", "bigint", "integer", "text", "jsonb",
     "bigint", "bigint", "bigint", "text", "text", "text", "bigint", "text",
 )  # fmt: skip
 _USAGE_TABLE = UsageRecord._meta.db_table
@@ -179,7 +180,7 @@ _STAGING_COLUMNS = ", ".join(
 # and return the keys that were not inserted (only those, as new rows are the common case).
 _STORE_SQL = (
     f"WITH inserted AS (INSERT INTO {_USAGE_TABLE} ({', '.join(USAGE_COLUMNS)})"
-    f" SELECT {', '.join('tags::jsonb' if name == 'tags' else name for name in USAGE_COLUMNS)}"
+    f" SELECT {', '.join(USAGE_COLUMNS)}"
     " FROM usage_staging ORDER BY tenant_id, event_id ON CONFLICT (tenant_id, event_id) DO NOTHING"
     f" RETURNING {', '.join(_RETURNED)}),"
     f" rolled AS ({_rollup_from_inserted_sql()})"
@@ -187,28 +188,21 @@ _STORE_SQL = (
 )
 
 
-class _JsonbTextDumper(Dumper):
-    """jsonb in binary COPY from text that is already JSON (the rows carry tags as JSON text):
-    the format's version byte, then the text."""
+# Tags are stored with sorted keys, as in the payload hash.
+encode_tags = msgspec.json.Encoder(order="sorted").encode
+
+
+class _TagsJsonbDumper(Dumper):
+    """jsonb in binary COPY from a dict of strings: the format's version byte, then the JSON."""
 
     format = Format.BINARY
     oid = postgres.types["jsonb"].oid
 
-    def dump(self, obj: str) -> bytes:
-        return b"\x01" + obj.encode()
+    def dump(self, obj: dict[str, str]) -> bytes:
+        return b"\x01" + encode_tags(obj)
 
 
-_COPY_TYPES = tuple(
-    "jsonb" if name == "tags" else kind for name, kind in zip(USAGE_COLUMNS, _POSTGRES_TYPES, strict=True)
-)
-# Which of the batch's keys are stored already: one index probe per key. LIMIT 1 keeps the lateral
-# subquery from being flattened into a join, which stale statistics can turn into a hash join over
-# the whole table.
-_STORED_KEYS_SQL = (
-    "SELECT batch.tenant_id, batch.event_id FROM unnest(%b::bigint[], %b::text[]) AS batch(tenant_id, event_id),"
-    f" LATERAL (SELECT 1 FROM {_USAGE_TABLE} AS stored WHERE stored.tenant_id = batch.tenant_id"
-    " AND stored.event_id = batch.event_id LIMIT 1) AS found"
-)
+_COPY = f"COPY {{table}} ({', '.join(USAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 
 
 def _server_cursor() -> psycopg.Cursor:
@@ -219,34 +213,26 @@ def _server_cursor() -> psycopg.Cursor:
 
 
 def _store_postgresql(rows: Sequence[tuple]) -> set[UsageKey]:
-    """The common case, all or most keys new, at the speed of COPY: find the keys stored already,
-    COPY the other rows straight into the table, sum them into the rollups in Python. When a
-    concurrent batch stores one of the same keys between the check and the COPY, the COPY fails
-    on the unique index (after that batch commits); the savepoint undoes it, and the staging
-    path's INSERT ... ON CONFLICT decides row by row."""
+    """The common case, every key new, at the speed of COPY: COPY the rows straight into the table
+    and sum them into the rollups in Python. When a key is stored already (a resend, or a
+    concurrent batch with the same key), the COPY fails on the unique index; the savepoint undoes
+    it, and the staging path's INSERT ... ON CONFLICT decides row by row. Checking the keys first
+    instead cost every batch an index probe per row to spare the rare resend one failed COPY."""
     rows = sorted(rows, key=lambda row: (row[0], row[1]))  # one lock order for concurrent batches
     with _server_cursor() as cursor:
-        cursor.execute(_STORED_KEYS_SQL, ([row[0] for row in rows], [row[1] for row in rows]))
-        stored = set(cursor.fetchall())
-        new_rows = [row for row in rows if (row[0], row[1]) not in stored] if stored else rows
-        if not new_rows:
-            return stored
+        cursor.adapters.register_dumper(None, _TagsJsonbDumper)
         try:
-            with transaction.atomic():
-                cursor.adapters.register_dumper(None, _JsonbTextDumper)
-                with cursor.copy(
-                    f"COPY {_USAGE_TABLE} ({', '.join(USAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-                ) as copy:
-                    copy.set_types(_COPY_TYPES)
-                    for row in new_rows:
-                        copy.write_row(row)
+            with transaction.atomic(), cursor.copy(_COPY.format(table=_USAGE_TABLE)) as copy:
+                copy.set_types(_POSTGRES_TYPES)
+                for row in rows:
+                    copy.write_row(row)
         except (errors.UniqueViolation, errors.DeadlockDetected):
-            return stored | _store_staged(cursor, new_rows)
+            return _store_staged(cursor, rows)
     rollups = RollupAccumulator()
-    for row in new_rows:
+    for row in rows:
         rollups.add_row(row)
     rollups_upsert(rollups.deltas)
-    return stored
+    return set()
 
 
 def _store_staged(cursor, rows: Sequence[tuple]) -> set[UsageKey]:
@@ -256,7 +242,7 @@ def _store_staged(cursor, rows: Sequence[tuple]) -> set[UsageKey]:
         f"CREATE TEMP TABLE IF NOT EXISTS usage_staging ({_STAGING_COLUMNS}) ON COMMIT DELETE ROWS"
     )
     cursor.execute("TRUNCATE usage_staging")
-    with cursor.copy(f"COPY usage_staging ({', '.join(USAGE_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+    with cursor.copy(_COPY.format(table="usage_staging")) as copy:
         copy.set_types(_POSTGRES_TYPES)
         for row in rows:
             copy.write_row(row)
@@ -276,6 +262,7 @@ def _insert_generic(rows: Sequence[tuple]) -> set[UsageKey]:
         values = list(row)
         values[occurred] = adapt(values[occurred])
         values[ingested] = adapt(values[ingested])
+        values[_TAGS] = encode_tags(values[_TAGS]).decode()
         params.append(values)
     placeholders = ", ".join(["%s"] * len(USAGE_COLUMNS))
     with connection.cursor() as cursor:
@@ -307,7 +294,6 @@ def latency_bucket(latency_ms: int) -> int:
     return bisect.bisect_left(LATENCY_BUCKET_BOUNDS_MS, latency_ms)
 
 
-_decode_tags = msgspec.json.Decoder(dict[str, str]).decode
 _TAGS, _OCCURRED_AT, _PROVIDER, _MODEL_ID, _STATUS, _COST, _LIST_COST, _LATENCY = (
     _COLUMN_INDEX[name]
     for name in (
@@ -323,6 +309,21 @@ _TAGS, _OCCURRED_AT, _PROVIDER, _MODEL_ID, _STATUS, _COST, _LIST_COST, _LATENCY 
 )
 # (position in the rollup sums, position in the usage row) of each token bucket.
 _TOKEN_POSITIONS = tuple((2 + offset, _COLUMN_INDEX[name]) for offset, name in enumerate(_TOKEN_COLUMNS))
+
+
+class IngestedRecords:
+    """Stored usage rows as post-ingest hooks see them, an IngestedRecord each, made only when a
+    hook iterates: most batches meet no hook that reads them (no budget in their tenants), and a
+    tuple per record would cost every batch."""
+
+    def __init__(self, rows: Sequence[tuple]):
+        self.rows = rows
+
+    def __iter__(self) -> Iterator[IngestedRecord]:
+        for row in self.rows:
+            yield IngestedRecord(
+                row[0], row[_OCCURRED_AT], row[_PROVIDER], row[_MODEL_ID], row[_TAGS], row[_COST]
+            )
 
 
 class RollupAccumulator:
@@ -367,18 +368,16 @@ class RollupAccumulator:
             sums[_FIRST_BUCKET + latency_bucket(latency_ms)] += 1
 
     def add_row(self, row: tuple) -> None:
-        """Add one usage row tuple (USAGE_COLUMNS order, tags as JSON text). The same sums as
+        """Add one usage row tuple (USAGE_COLUMNS order). The same sums as
         `add`, written out again on purpose: this runs once per record on the PostgreSQL ingest
         path, where a shared helper's extra call and list per record showed in bench/ingest.py
         (ratios 0.456 and 0.458 with it, 0.526 and 0.493 without; noisy, but the margin is thin)."""
-        tags = row[_TAGS]
-        feature = _decode_tags(tags).get("feature", "") if tags and '"feature"' in tags else ""
         key = (
             row[0],
             row[_OCCURRED_AT].replace(minute=0, second=0, microsecond=0),
             row[_PROVIDER],
             row[_MODEL_ID],
-            feature,
+            row[_TAGS].get("feature", ""),
             row[_STATUS],
         )
         sums = self.deltas.get(key)
