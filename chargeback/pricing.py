@@ -118,7 +118,8 @@ class TieredPrice:
     tiers: tuple[LinearPrice, ...]
 
     def cost_nanos(self, buckets: TokenBuckets) -> int:
-        tier = self.tiers[bisect.bisect_left(self.thresholds, buckets.input_total)]
+        tiers = self.tiers
+        tier = tiers[bisect.bisect_left(self.thresholds, buckets.input_total)] if len(tiers) > 1 else tiers[0]
         return money.attos_to_nanos(tier.cost_attos(buckets))
 
 

@@ -140,9 +140,10 @@ def decode_record(item: Any) -> UsageRecordIn:
         message = str(error)
         code = "invalid_json" if not isinstance(error, msgspec.ValidationError) else _validation_code(message)
         raise RecordError(code, message) from error
-    for key in record.tags:
-        if key not in _VALID_TAG_KEYS:
-            _check_tag_key(key)
+    if not _VALID_TAG_KEYS.issuperset(record.tags):
+        for key in record.tags:
+            if key not in _VALID_TAG_KEYS:
+                _check_tag_key(key)
     return record
 
 
@@ -222,7 +223,7 @@ def token_buckets(record: UsageRecordIn) -> TokenBuckets:
 
 
 def check_timestamp(timestamp: datetime, *, now: datetime, max_future_skew: timedelta) -> datetime:
-    occurred_at = timestamp.astimezone(UTC)
+    occurred_at = timestamp if timestamp.tzinfo is UTC else timestamp.astimezone(UTC)
     if occurred_at > now + max_future_skew:
         raise RecordError(
             "timestamp_in_future",
@@ -272,9 +273,8 @@ def payload_hash(
     encoded = _HASH_ENCODER.encode(canonical)
     # The digest has always been of occurred_at.isoformat(). msgspec writes a UTC datetime exactly
     # so, but ending in "Z" rather than "+00:00", and ten times faster: patch the suffix.
-    end = encoded.index(b'"', 2)
-    if encoded[end - 1 : end] == b"Z":
-        encoded = b"".join((encoded[: end - 1], b"+00:00", encoded[end:]))
+    if encoded[encoded.index(b'"', 2) - 1] == 90:  # "Z": the first 'Z"' ends the timestamp
+        encoded = encoded.replace(b'Z"', b'+00:00"', 1)
     else:  # not in UTC (callers pass UTC): the slow, obvious spelling
         encoded = _HASH_ENCODER.encode((occurred_at.isoformat(), *canonical[1:]))
     return hashlib.blake2b(encoded, digest_size=16).hexdigest()
