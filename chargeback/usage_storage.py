@@ -6,6 +6,7 @@ from resends; both run inside the caller's transaction.
 from __future__ import annotations
 
 import bisect
+import operator
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 
@@ -81,6 +82,7 @@ _TOKEN_COLUMNS = (
 )
 
 UsageKey = tuple[int, str]
+_usage_key = operator.itemgetter(0, 1)  # a usage row's (tenant_id, event_id)
 
 
 class TenantGoneError(IntegrityError):
@@ -218,7 +220,7 @@ def _store_postgresql(rows: Sequence[tuple]) -> set[UsageKey]:
     concurrent batch with the same key), the COPY fails on the unique index; the savepoint undoes
     it, and the staging path's INSERT ... ON CONFLICT decides row by row. Checking the keys first
     instead cost every batch an index probe per row to spare the rare resend one failed COPY."""
-    rows = sorted(rows, key=lambda row: (row[0], row[1]))  # one lock order for concurrent batches
+    rows = sorted(rows, key=_usage_key)  # one lock order for concurrent batches
     with _server_cursor() as cursor:
         cursor.adapters.register_dumper(None, _TagsJsonbDumper)
         try:
@@ -252,9 +254,7 @@ def _store_staged(cursor, rows: Sequence[tuple]) -> set[UsageKey]:
 
 def _insert_generic(rows: Sequence[tuple]) -> set[UsageKey]:
     existing = {key for key, _ in usage_existing_hashes([(row[0], row[1]) for row in rows])}
-    new_rows = sorted(
-        (row for row in rows if (row[0], row[1]) not in existing), key=lambda row: (row[0], row[1])
-    )
+    new_rows = sorted((row for row in rows if (row[0], row[1]) not in existing), key=_usage_key)
     adapt = connection.ops.adapt_datetimefield_value
     occurred, ingested = _COLUMN_INDEX["occurred_at"], _COLUMN_INDEX["ingested_at"]
     params = []
