@@ -3,8 +3,8 @@
 What it measures
     1. Ingest: N usage records (default 200,000) POSTed to /api/v1/usage/ in batches (default
        5,000) on a real gunicorn server (`gunicorn chargeback.wsgi -w 2` by default) backed by
-       PostgreSQL, with idempotency (ON CONFLICT on (tenant, event_id)) and hourly rollups on, as
-       in production. A separate client process (stdlib http.client, one keep-alive connection
+       PostgreSQL, with idempotency (the unique (tenant, event_id) index: a batch holding a stored
+       key goes through INSERT ... ON CONFLICT) and hourly rollups on, as in production. A separate client process (stdlib http.client, one keep-alive connection
        per client thread) sends request bodies serialised before the clock starts; records/s is N
        over the wall time from the first request to the last answer.
     2. Baseline, in the same run and on the same database: the same stored rows, written by a

@@ -66,20 +66,7 @@ def test_rollups_written_at_ingest_equal_a_rebuild_from_the_records():
     assert rollup_snapshot() == at_ingest
 
 
-def test_a_batch_reports_only_the_already_stored_keys_as_resends():
-    TenantFactory(slug="plain")
-    stored = [json.dumps(usage_record(f"e{index}", tenant="plain")).encode() for index in range(3)]
-    usage_records_ingest(items=stored, scope_tenant_ids=None)
-    changed = json.dumps(usage_record("e1", tenant="plain", output_tokens=999)).encode()
-    fresh = [json.dumps(usage_record(f"n{index}", tenant="plain")).encode() for index in range(2)]
-    result = usage_records_ingest(items=[fresh[0], stored[0], changed, fresh[1]], scope_tenant_ids=None)
-    assert (result.accepted, result.duplicates, result.conflicts) == (2, 1, 1)
-    assert [(error["index"], error["code"]) for error in result.errors] == [(2, "conflict")]
-    assert UsageRecord.objects.count() == 5
-    assert sum(UsageRollupHourly.objects.values_list("requests", flat=True)) == 5
-
-
-def test_a_batch_with_stored_keys_stores_its_new_rows_and_sums_nothing_twice():
+def test_a_batch_with_stored_keys_reports_only_those_and_sums_nothing_twice():
     """PostgreSQL COPYs a batch straight into the table; a key stored already (a resend, or a
     concurrent batch's) makes the COPY fail on the unique index, and the batch must then go through
     the ON CONFLICT path: the resend and the conflict reported, the new rows stored, nothing
@@ -88,9 +75,12 @@ def test_a_batch_with_stored_keys_stores_its_new_rows_and_sums_nothing_twice():
     stored = [json.dumps(usage_record(f"e{index}", tenant="plain")).encode() for index in range(3)]
     usage_records_ingest(items=stored, scope_tenant_ids=None)
     changed = json.dumps(usage_record("e1", tenant="plain", output_tokens=999)).encode()
-    fresh = [json.dumps(usage_record(f"n{index}", tenant="plain")).encode() for index in range(2)]
+    # "a-new" sorts before the stored "e0": the COPY writes it, then fails, and the savepoint must
+    # undo it before the ON CONFLICT path stores it again.
+    fresh = [json.dumps(usage_record(f"{first}-new", tenant="plain")).encode() for first in ("a", "z")]
     result = usage_records_ingest(items=[fresh[0], stored[0], changed, fresh[1]], scope_tenant_ids=None)
     assert (result.accepted, result.duplicates, result.conflicts) == (2, 1, 1)
+    assert [(error["index"], error["code"]) for error in result.errors] == [(2, "conflict")]
     assert UsageRecord.objects.count() == 5
     at_ingest = rollup_snapshot()
     assert sum(row["requests"] for _, row in at_ingest) == 5
