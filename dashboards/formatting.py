@@ -84,3 +84,54 @@ def change(current: int, previous: int) -> dict:
         "direction": direction,
         "percent": ratio,
     }
+
+
+def opportunity_evidence(entry: dict) -> list[str]:
+    """The evidence behind an opportunity's figure, in words (the API and the CSV carry it as data)."""
+    evidence = entry["evidence"]
+
+    def usd_text(text: str | None) -> str:
+        return usd(None if text is None else money.usd_to_nanos(text))
+
+    def error_percent(statistics: dict | None) -> str:
+        rate = (statistics or {}).get("error_rate")
+        return percent(None if rate is None else rate * 100)
+
+    def p95(statistics: dict | None) -> str:
+        return milliseconds((statistics or {}).get("latency_p95_ms"))
+
+    kind = entry["kind"]
+    if kind == "exact_cache":
+        return [
+            f"{count(evidence['cache_hits'])} of {count(evidence['requests'])} requests answerable from a "
+            f"cache; distinct prompts repeated: {count(evidence['repeated_prompts'])}",
+            f"list cost {usd_text(evidence['list_cost_usd'])}",
+        ]
+    if kind == "prompt_caching":
+        return [
+            f"{count(evidence['input_tokens'])} input tokens, "
+            f"{count(evidence['cached_input_tokens'])} cached; "
+            f"{count(evidence['extra_cached_tokens'])} more cached",
+            f"input {usd_text(evidence['input_price_per_mtok_usd'])}, cache read "
+            f"{usd_text(evidence['cache_read_price_per_mtok_usd'])} per million tokens",
+        ]
+    if kind == "model_substitution":
+        current, alternative = evidence["model_statistics"], evidence["alternative_statistics"]
+        return [
+            f"{count(evidence['requests'])} requests: {usd_text(evidence['list_cost_usd'])} on "
+            f"{entry['model']}, {usd_text(evidence['repriced_cost_usd'])} at {entry['alternative']}'s prices",
+            f"errors {error_percent(current)} and p95 latency {p95(current)} on {entry['model']}; "
+            f"{error_percent(alternative)} and {p95(alternative)} on {entry['alternative']} "
+            f"({count((alternative or {}).get('requests'))} requests)",
+        ]
+    if kind == "routing_rollout":
+        error_difference = evidence["error_rate_difference"]
+        return [
+            f"policy arm {count(evidence['policy_requests'])} requests, control "
+            f"{count(evidence['control_requests'])}",
+            f"policy minus control: {usd_text(evidence['cost_per_request_difference_usd'])} per request ("
+            + ("significant at 95 %)" if evidence["significant"] else "not significant yet)"),
+            "policy minus control: error rate "
+            + percent(None if error_difference is None else error_difference * 100, digits=2),
+        ]
+    return [f"{key.replace('_', ' ')} {value}" for key, value in evidence.items() if value is not None]

@@ -4,7 +4,8 @@ the tenants that user may see (tenants.scoping); a tenant or statement outside t
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import time, timedelta
+from zoneinfo import ZoneInfo
 
 from django.apps import apps
 from django.contrib.auth import views as auth_views
@@ -20,7 +21,7 @@ from chargeback.calendar import local_date
 from chargeback.costs import GRANULARITIES, CostQueryError, cost_result_as_dict
 from chargeback.costs_api import CostsCsvRenderer, costs_for_parameters
 from chargeback.models import Statement
-from dashboards import selectors
+from dashboards import formatting, selectors
 from dashboards.filters import STACK_DIMENSIONS, PageFilters, page_filters_from
 
 GRANULARITY_CHOICES = [
@@ -325,6 +326,11 @@ def _savings_for(request):
     top = max((entry["monthly_savings_nanos"] for entry in report["opportunities"]), default=0)
     for entry in report["opportunities"]:
         entry["bar_width"] = 120 * entry["monthly_savings_nanos"] / top if top else 0
+        entry["evidence_facts"] = formatting.opportunity_evidence(entry)
+    for name, moment in (("start", scope.start), ("end", scope.end)):
+        local = moment.astimezone(ZoneInfo(scope.time_zone))
+        if not parameters[name] and local.time() == time(0):  # show the default range in the form
+            parameters[name] = local.date().isoformat()
     return {
         "parameters": parameters,
         "feature": feature or "",

@@ -245,3 +245,42 @@ def test_a_tenant_user_sees_only_their_tenant(browser, live_server, demo_data):
     browser.get(f"{live_server.url}/tenants/acme-corp/")
     assert browser.find_element(By.TAG_NAME, "h1").text == "Not found"
     _screenshot(browser, "not-found")
+
+
+def test_the_savings_page_ranks_opportunities_and_filters_by_tenant(browser, live_server, demo_data):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    _sign_in(browser, live_server, "finops")
+    _click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "nav a[href='/savings/']"))
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Savings"
+    assert _console_errors(browser) == []
+    rows = browser.find_elements(By.CSS_SELECTOR, "table[data-opportunities] tbody tr")
+    assert rows, "the demo's expensive model and repeated prompts are opportunities"
+    savings = [
+        int(
+            row.find_element(By.CSS_SELECTOR, "[data-monthly-savings-nanos]").get_attribute(
+                "data-monthly-savings-nanos"
+            )
+        )
+        for row in rows
+    ]
+    assert savings == sorted(savings, reverse=True) and savings[0] > 0
+    # The largest opportunity draws the longest bar.
+    widths = [row.find_element(By.CSS_SELECTOR, "span.share").size["width"] for row in rows]
+    assert widths[0] == max(widths) > 0
+    assert browser.find_elements(By.CSS_SELECTOR, "table[data-costliest] tbody tr")
+    pdf_link = browser.find_element(By.LINK_TEXT, "PDF").get_attribute("href")
+    assert "/savings/pdf?" in pdf_link
+    _screenshot(browser, "savings")
+
+    # Narrowing to one tenant keeps only its request types.
+    Select(browser.find_element(By.CSS_SELECTOR, "select[name=tenant]")).select_by_value("search")
+    _click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]"))
+    assert "tenant=search" in browser.current_url
+    assert _console_errors(browser) == []
+    features = {
+        row.text.split(" · ")[0]
+        for row in browser.find_elements(By.CSS_SELECTOR, "table[data-costliest] tbody th")
+    }
+    assert features and features <= {"search-summary", "rerank"}  # the features of search and its child
