@@ -90,6 +90,7 @@ def _sign_in(browser, live_server, username):
     from selenium.webdriver.common.by import By
 
     browser.delete_all_cookies()
+    browser.get_log("browser")  # forget what an earlier test left in the console (its 404s)
     browser.get(f"{live_server.url}/")
     # Not signed in: the page sends the browser to the login form.
     assert "/accounts/login/" in browser.current_url
