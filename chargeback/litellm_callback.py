@@ -18,7 +18,8 @@ Mapping (documented in the README):
   slug, is a tenant the key may write; else the key's own tenant.
 - tags: team, key_alias, user, call_type, model_group, feature (the first request tag that is not
   LiteLLM's automatic "User-Agent: …"), and every `requester_metadata` entry `chargeback_<key>`
-  (as tag `<key>`, winning over the derived ones).
+  (as tag `<key>`, winning over the derived ones) but `chargeback_tenant` and
+  `chargeback_prompt_hash`, which is the record's prompt hash (dropped if it is not a valid one).
 - LiteLLM cache hits are ignored: no provider call was made, so there is nothing to charge back.
 """
 
@@ -38,7 +39,7 @@ from django.utils.text import slugify
 
 from chargeback.models import UsageSource
 from chargeback.services import IngestResult, usage_records_ingest
-from chargeback.usage_input import MAX_TAGS, MAX_TOKENS, BodyError
+from chargeback.usage_input import MAX_TAGS, MAX_TOKENS, BodyError, prompt_hash_acceptable
 from tenants.selectors import tenant_slugs_writable
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ MAX_TAG_VALUE_LENGTH = 256
 MAX_EVENT_ID_LENGTH = 200
 _TAG_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _REQUESTER_TAG_PREFIX = "chargeback_"
+# requester_metadata entries chargeback_<key> that are record fields, not tags.
+_REQUESTER_FIELDS = {"tenant", "prompt_hash"}
 _USER_AGENT_TAG_PREFIX = "user-agent:"
 
 
@@ -224,7 +227,7 @@ def _tags(payload: LiteLlmPayload, metadata: Mapping[str, Any]) -> dict[str, str
         if not isinstance(key, str) or not key.startswith(_REQUESTER_TAG_PREFIX):
             continue
         tag_key, text = key[len(_REQUESTER_TAG_PREFIX) :], _text(value)
-        if tag_key != "tenant" and text is not None and _TAG_KEY.match(tag_key):
+        if tag_key not in _REQUESTER_FIELDS and text is not None and _TAG_KEY.match(tag_key):
             tags[tag_key] = text
     return {key: value[:MAX_TAG_VALUE_LENGTH] for key, value in list(tags.items())[:MAX_TAGS]}
 
@@ -302,6 +305,9 @@ def payload_to_record(payload: LiteLlmPayload, *, writable_slugs: set[str]) -> d
     tenant = next((slug for slug in _tenant_candidates(metadata) if slug in writable_slugs), None)
     if tenant is not None:
         record["tenant"] = tenant
+    prompt_hash = _text(_mapping(metadata.get("requester_metadata")).get("chargeback_prompt_hash"))
+    if prompt_hash_acceptable(prompt_hash):
+        record["prompt_hash"] = prompt_hash
     return record
 
 

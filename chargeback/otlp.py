@@ -38,7 +38,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from chargeback.models import UsageSource
 from chargeback.services import IngestResult, usage_records_ingest
-from chargeback.usage_input import MAX_TAGS, PROMPT_HASH_PATTERN
+from chargeback.usage_input import MAX_TAGS, prompt_hash_acceptable
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +66,6 @@ COST_ATTRIBUTES = ("gen_ai.usage.cost",)
 MAX_LATENCY_MS = 86_400_000
 MAX_TAG_VALUE_LENGTH = 256
 _TAG_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-_PROMPT_HASH = re.compile(PROMPT_HASH_PATTERN)
-MAX_PROMPT_HASH_LENGTH = 128
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # How many rejected spans are named in partialSuccess.errorMessage; the rest are counted.
 _ERRORS_IN_MESSAGE = 5
@@ -343,12 +341,7 @@ def span_to_record(
     record["tags"] = tags
     if mapping.prompt_hash:
         prompt_hash = _mapped_text(mapping.prompt_hash, attributes, resource_attributes)
-        # Secondary like latency: a digest we cannot keep is dropped rather than costing the record.
-        if (
-            prompt_hash is not None
-            and len(prompt_hash) <= MAX_PROMPT_HASH_LENGTH
-            and _PROMPT_HASH.match(prompt_hash)
-        ):
+        if prompt_hash_acceptable(prompt_hash):
             record["prompt_hash"] = prompt_hash
     return record
 

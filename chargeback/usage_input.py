@@ -33,7 +33,18 @@ TAG_KEY_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 TagValue = Annotated[str, msgspec.Meta(max_length=256)]
 # A client's digest of the prompt: a hex or base64url digest, optionally with a "sha256:" style prefix.
 PROMPT_HASH_PATTERN = r"^[0-9A-Za-z_:-]+$"
-PromptHash = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=PROMPT_HASH_PATTERN)]
+MAX_PROMPT_HASH_LENGTH = 128
+PromptHash = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=MAX_PROMPT_HASH_LENGTH, pattern=PROMPT_HASH_PATTERN)
+]
+_PROMPT_HASH = re.compile(PROMPT_HASH_PATTERN)
+
+
+def prompt_hash_acceptable(value: str | None) -> bool:
+    """Whether a prompt hash found in an integration's payload (an OpenTelemetry attribute, LiteLLM
+    metadata) is one a record can carry. Such a hash is secondary, like latency: the integrations
+    drop one that is not, rather than lose the record's cost."""
+    return value is not None and len(value) <= MAX_PROMPT_HASH_LENGTH and bool(_PROMPT_HASH.match(value))
 
 
 class UsageRecordIn(msgspec.Struct, forbid_unknown_fields=True):

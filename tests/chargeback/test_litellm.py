@@ -58,7 +58,11 @@ def run_litellm_calls(litellm, *, log_format):
                     "user_api_key_team_alias": "Search Team",
                     "user_api_key_alias": "search-prod-key",
                     "tags": ["hotel-search", "beta"],
-                    "requester_metadata": {"chargeback_customer": "globex", "other": "ignored"},
+                    "requester_metadata": {
+                        "chargeback_customer": "globex",
+                        "chargeback_prompt_hash": "sha256:hotel-search-v2",
+                        "other": "ignored",
+                    },
                 },
             )
             with pytest.raises(litellm.InternalServerError):
@@ -118,6 +122,7 @@ def test_litellm_generic_api_logger_feeds_usage_records(
     assert success.reported_cost_nanos == 10 * 2500 + 20 * 10000
     assert success.cost_nanos == 10 * 1000 + 20 * 2000
     assert success.latency_ms is not None
+    assert success.prompt_hash == "sha256:hotel-search-v2"
 
     failure = UsageRecord.objects.get(status="error")
     assert (failure.provider, failure.model, failure.tenant) == ("anthropic", "claude-sonnet-4-5", team)
@@ -301,6 +306,24 @@ def test_the_tenant_comes_from_the_first_mapped_field_that_is_a_tenant(litellm_c
         "litellm-outside": org.slug,
     }
     assert not UsageRecord.objects.filter(tenant=outsider).exists()
+
+
+@pytest.mark.django_db
+def test_the_requesters_prompt_hash_is_the_records_and_a_bad_one_is_dropped(litellm_client):
+    def with_hash(call_id, prompt_hash):
+        document = payload(call_id)
+        document["metadata"]["requester_metadata"] = {
+            "chargeback_prompt_hash": prompt_hash,
+            "chargeback_team": "x",
+        }
+        return document
+
+    response = post(litellm_client, [with_hash("kept", "sha256:faq-1"), with_hash("bad", "not a hash!")])
+    assert response.status_code == 200 and response.json()["accepted"] == 2
+    kept, bad = (UsageRecord.objects.get(event_id=f"litellm-{name}") for name in ("kept", "bad"))
+    assert (kept.prompt_hash, bad.prompt_hash) == ("sha256:faq-1", None)
+    # A field of the record, not a tag; other chargeback_ entries still are tags.
+    assert "prompt_hash" not in kept.tags and kept.tags["team"] == "x"
 
 
 @pytest.mark.django_db
