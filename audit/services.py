@@ -121,13 +121,14 @@ def audited_save(
     instance: models.Model,
     action: str,
     actor: Actor,
-    tenant_id: int | None,
+    tenant_id: int | Callable[[models.Model], int | None] | None,
     write: Callable[[], None] | None = None,
     snapshot: Callable[[Any], dict[str, Any] | None] | None = None,
 ) -> models.Model:
     """Save `instance` (validated, or by `write` when the change has more to it, such as child
     rows), one change at a time, recording `<action>.create` or `<action>.update` with its stored
-    values before and after (`snapshot(pk)`, default: its own fields); nothing when nothing changed."""
+    values before and after (`snapshot(pk)`, default: its own fields); nothing when nothing changed.
+    `tenant_id` may be a function of the saved instance (a new tenant's own id exists only then)."""
     model = type(instance)
     snapshot = snapshot or _stored_snapshot(model)
     if instance.pk is not None:
@@ -144,7 +145,7 @@ def audited_save(
             actor=actor,
             action=f"{action}.update" if before else f"{action}.create",
             instance=instance,
-            tenant_id=tenant_id,
+            tenant_id=tenant_id(instance) if callable(tenant_id) else tenant_id,
             before=before,
             after=after,
         )

@@ -7,6 +7,9 @@ from tenants.services import (
     api_key_rename,
     api_key_revoke,
     tenant_check_parent,
+    tenant_delete,
+    tenant_membership_delete,
+    tenant_membership_save,
     tenant_save,
 )
 
@@ -42,7 +45,14 @@ class TenantAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
 
     def save_model(self, request, obj, form, change):
-        tenant_save(tenant=obj)
+        tenant_save(tenant=obj, actor=request.user)
+
+    def delete_model(self, request, obj):
+        tenant_delete(tenant=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for tenant in queryset:
+            tenant_delete(tenant=tenant, actor=request.user)
 
 
 class ApiKeyCreateForm(forms.ModelForm):
@@ -108,3 +118,13 @@ class TenantMembershipAdmin(admin.ModelAdmin):
     list_filter = ["tenant"]
     search_fields = ["user__username", "user__email", "tenant__slug", "tenant__name"]
     autocomplete_fields = ["user", "tenant"]
+
+    def save_model(self, request, obj, form, change):
+        tenant_membership_save(membership=obj, actor=request.user)
+
+    def delete_model(self, request, obj):
+        tenant_membership_delete(membership=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for membership in queryset:
+            tenant_membership_delete(membership=membership, actor=request.user)

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from audit.services import Actor, audit_record, audit_snapshot
-from tenants.models import ApiKey, Tenant
+from audit.services import Actor, audit_record, audit_snapshot, audited_delete, audited_save
+from tenants.models import ApiKey, Tenant, TenantMembership
 from tenants.selectors import tenant_descendant_ids
 
 API_KEY_PREFIX = "cbk_"
@@ -130,14 +130,44 @@ def tenant_check_parent(tenant: Tenant, parent: Tenant | None) -> None:
         )
 
 
+def tenant_save(*, tenant: Tenant, actor: Actor = None) -> Tenant:
+    """Validate and save a new or changed tenant (the admin and the seed both come through here).
+
+    Audited as `tenant.create` / `tenant.update`, as an event of the tenant itself: its markup,
+    parent and billing details decide what its statements charge."""
+
+    def write() -> None:
+        tenant_check_parent(tenant, tenant.parent)
+        tenant.full_clean()
+        tenant.save()
+
+    return audited_save(
+        instance=tenant, action="tenant", actor=actor, tenant_id=lambda saved: saved.pk, write=write
+    )
+
+
+def tenant_create(
+    *, slug: str, name: str, parent: Tenant | None = None, actor: Actor = None, **fields
+) -> Tenant:
+    return tenant_save(tenant=Tenant(slug=slug, name=name, parent=parent, **fields), actor=actor)
+
+
 @transaction.atomic
-def tenant_save(*, tenant: Tenant) -> Tenant:
-    """Validate and save a new or changed tenant (the admin and the seed both come through here)."""
-    tenant_check_parent(tenant, tenant.parent)
-    tenant.full_clean()
-    tenant.save()
-    return tenant
+def tenant_delete(*, tenant: Tenant, actor: Actor = None) -> None:
+    """Delete a tenant without usage (PROTECT refuses one with usage), audited as `tenant.delete`.
+    The event is global: the tenant's own events lose their tenant with it."""
+    audited_delete(instance=tenant, action="tenant", actor=actor, tenant_id=None)
 
 
-def tenant_create(*, slug: str, name: str, parent: Tenant | None = None, **fields) -> Tenant:
-    return tenant_save(tenant=Tenant(slug=slug, name=name, parent=parent, **fields))
+def tenant_membership_save(*, membership: TenantMembership, actor: Actor = None) -> TenantMembership:
+    """Let a user see a tenant's pages (with everything below it), audited as
+    `tenant_membership.create` / `.update`: memberships decide who sees whose spend."""
+    return audited_save(
+        instance=membership, action="tenant_membership", actor=actor, tenant_id=membership.tenant_id
+    )
+
+
+def tenant_membership_delete(*, membership: TenantMembership, actor: Actor = None) -> None:
+    audited_delete(
+        instance=membership, action="tenant_membership", actor=actor, tenant_id=membership.tenant_id
+    )

@@ -2,6 +2,7 @@
 after, whether it comes through a service call, the API or the Django admin."""
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import User
@@ -26,8 +27,16 @@ from chargeback.services import (
     statement_generate,
     statement_void,
 )
-from tenants.models import ApiKey
-from tenants.services import api_key_create, api_key_rename, api_key_revoke
+from tenants.models import ApiKey, Tenant, TenantMembership
+from tenants.services import (
+    api_key_create,
+    api_key_rename,
+    api_key_revoke,
+    tenant_delete,
+    tenant_membership_delete,
+    tenant_membership_save,
+    tenant_save,
+)
 from tests.factories import (
     AllocationRuleFactory,
     ApiKeyFactory,
@@ -424,3 +433,72 @@ def test_a_failed_change_records_nothing():
     with pytest.raises(Exception):  # noqa: B017 - any validation error
         budget_save(budget=Budget(tenant=team, name="x", amount_nanos=0), actor="test")
     assert not AuditEvent.objects.filter(action__startswith="budget.").exists()
+
+
+# Tenants and who may see them
+
+
+def test_tenant_create_update_delete(staff):
+    org = TenantFactory(slug="acme")
+    tenant = tenant_save(tenant=Tenant(slug="search", name="Search", parent=org), actor=staff)
+    created = only_event("tenant.create")
+    # A tenant's events belong to the tenant itself, so that its admins see who changed it.
+    assert (created.tenant, created.actor_user, created.after["parent_id"]) == (tenant, staff, org.pk)
+
+    tenant.markup_percent = Decimal("12.5")
+    tenant_save(tenant=tenant, actor=staff)
+    updated = only_event("tenant.update")
+    assert (updated.before["markup_percent"], updated.after["markup_percent"]) == (None, "12.5000")
+    tenant_save(tenant=tenant, actor=staff)  # nothing changed: nothing recorded
+    assert AuditEvent.objects.filter(action="tenant.update").count() == 1
+
+    tenant_delete(tenant=tenant, actor=staff)
+    deleted = only_event("tenant.delete")
+    # The tenant is gone: its events, this one included, are global now.
+    assert (deleted.tenant, deleted.before["slug"]) == (None, "search")
+    assert set(AuditEvent.objects.filter(object_type="tenants.tenant").values_list("tenant", flat=True)) == {
+        None
+    }
+
+
+def test_the_admin_audits_tenant_changes(staff_client, staff):
+    data = {"slug": "globex", "name": "Globex", "kind": "team", "time_zone": "UTC", "billing_currency": "USD",
+            "billing_email": "", "markup_percent": "", "is_active": "on"}  # fmt: skip
+    assert staff_client.post("/admin/tenants/tenant/add/", data).status_code == 302
+    tenant = Tenant.objects.get(slug="globex")
+    assert (only_event("tenant.create").actor_user, only_event("tenant.create").tenant) == (staff, tenant)
+    response = staff_client.post(
+        f"/admin/tenants/tenant/{tenant.pk}/change/", {**data, "markup_percent": "5"}
+    )
+    assert response.status_code == 302
+    assert only_event("tenant.update").after["markup_percent"] == "5.0000"
+    staff_client.post(
+        "/admin/tenants/tenant/",
+        {"action": "delete_selected", "_selected_action": [tenant.pk], "post": "yes"},
+    )
+    assert only_event("tenant.delete").before["markup_percent"] == "5.0000"
+    assert not Tenant.objects.filter(slug="globex").exists()
+
+
+def test_memberships_are_audited_in_services_and_the_admin(staff_client, staff):
+    team = TenantFactory(slug="team")
+    lead = User.objects.create_user("lead", password="a-long-password")
+    membership = tenant_membership_save(membership=TenantMembership(user=lead, tenant=team), actor=staff)
+    created = only_event("tenant_membership.create")
+    assert (created.tenant, created.after) == (team, {"user_id": lead.pk, "tenant_id": team.pk})
+    tenant_membership_delete(membership=membership, actor=staff)
+    assert only_event("tenant_membership.delete").before["user_id"] == lead.pk
+
+    other = TenantFactory(slug="other")
+    response = staff_client.post(
+        "/admin/tenants/tenantmembership/add/", {"user": lead.pk, "tenant": other.pk}
+    )
+    assert response.status_code == 302
+    assert (
+        AuditEvent.objects.filter(action="tenant_membership.create", tenant=other, actor_user=staff).count()
+        == 1
+    )
+    membership = TenantMembership.objects.get()
+    staff_client.post(f"/admin/tenants/tenantmembership/{membership.pk}/delete/", {"post": "yes"})
+    assert AuditEvent.objects.filter(action="tenant_membership.delete", tenant=other).count() == 1
+    assert not TenantMembership.objects.exists()
