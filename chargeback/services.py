@@ -231,7 +231,10 @@ def usage_records_ingest(
 
     rows: list[tuple] = []
     row_indexes: list[int] = []  # each row's index in the batch
-    seen: dict[tuple[int, str], tuple[int, str]] = {}
+    seen: dict[tuple[int, str], str] = {}  # each key's first payload hash in the batch
+    # Later records of a key the batch already holds: (index, key, payload hash), judged once it is
+    # known whether the key was stored before (then against the stored record) or by this batch.
+    repeats: list[tuple[int, tuple[int, str], str]] = []
     for index, record in decoded:
         tenant_id = tenant_of[record.tenant]
         try:
@@ -253,11 +256,10 @@ def usage_records_ingest(
         provider, model = name
         digest = payload_hash(record, occurred_at, buckets, reported, provider)
         key = (tenant_id, record.event_id)
-        earlier = seen.get(key)
-        if earlier is not None:
-            _count_resend(result, index, record.event_id, same=earlier[1] == digest)
+        if key in seen:
+            repeats.append((index, key, digest))
             continue
-        seen[key] = (index, digest)
+        seen[key] = digest
         quote = price_book.quote(
             tenant_id=tenant_id,
             provider=provider,
@@ -305,9 +307,7 @@ def usage_records_ingest(
             for row, index in zip(rows, row_indexes, strict=True):
                 if row[0] in gone:
                     result.rejected += 1
-                    result.error(
-                        index, row[1], "unknown_tenant", "The record's tenant was deleted meanwhile."
-                    )
+                    result.error(index, row[1], "unknown_tenant", _TENANT_GONE)
             rows, row_indexes = [row for row, _ in kept], [index for _, index in kept]
         # Inserts the new rows, adds exactly those to the hourly rollups, and returns the keys that
         # were already stored (usually none).
@@ -318,6 +318,13 @@ def usage_records_ingest(
                 _count_resend(result, index, row[1], same=stored.get((row[0], row[1])) == row[2])
             elif row[17] is None:
                 result.unpriced += 1
+        for index, key, digest in repeats:
+            if key[0] in gone:
+                result.rejected += 1
+                result.error(index, key[1], "unknown_tenant", _TENANT_GONE)
+            else:
+                reference = stored.get(key) if key in already_stored else seen[key]
+                _count_resend(result, index, key[1], same=digest == reference)
         result.accepted = len(rows) - len(already_stored)
         if post_ingest_hooks_active() and result.accepted:
             new_rows = (
@@ -340,6 +347,9 @@ def usage_records_ingest(
         )
     result.errors.sort(key=lambda error: error["index"])
     return result
+
+
+_TENANT_GONE = "The record's tenant was deleted meanwhile."
 
 
 def _count_resend(result: IngestResult, index: int, event_id: str, *, same: bool) -> None:

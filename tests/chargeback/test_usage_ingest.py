@@ -95,6 +95,21 @@ def test_duplicates_within_one_batch(ingest_client):
     assert UsageRecord.objects.count() == 1
 
 
+def test_repeats_within_a_batch_of_a_stored_record_are_judged_against_the_stored_one(ingest_client):
+    """A stored record, then a batch with a changed payload and the stored one under its event id:
+    the stored one is a duplicate, the changed one a conflict, whatever their order."""
+    assert post(ingest_client, [usage_record("e1")]).json()["accepted"] == 1
+    for batch in (
+        [usage_record("e1", output_tokens=1), usage_record("e1")],
+        [usage_record("e1"), usage_record("e1", output_tokens=1)],
+    ):
+        body = post(ingest_client, batch).json()
+        assert (body["accepted"], body["duplicates"], body["conflicts"]) == (0, 1, 1), batch
+        changed = 0 if batch[0]["output_tokens"] == 1 else 1
+        assert [(error["index"], error["code"]) for error in body["errors"]] == [(changed, "conflict")]
+    assert UsageRecord.objects.get().output_tokens == usage_record("e1")["output_tokens"]
+
+
 def test_a_batch_with_bad_records_stores_all_good_ones(ingest_client):
     batch = [
         usage_record("good-1"),

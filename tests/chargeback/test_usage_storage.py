@@ -131,11 +131,13 @@ def test_records_of_a_tenant_deleted_during_ingestion_are_rejected_and_the_other
         json.dumps(usage_record("a", tenant="plain")).encode(),
         json.dumps(usage_record("b", tenant="doomed")).encode(),
         json.dumps(usage_record("c", tenant="plain")).encode(),
+        json.dumps(usage_record("b", tenant="doomed")).encode(),  # a repeat goes with it
     ]
     result = usage_records_ingest(items=items, scope_tenant_ids=None)
-    assert (result.accepted, result.rejected) == (2, 1)
+    assert (result.accepted, result.rejected, result.duplicates) == (2, 2, 0)
     assert [(error["index"], error["event_id"], error["code"]) for error in result.errors] == [
-        (1, "b", "unknown_tenant")
+        (1, "b", "unknown_tenant"),
+        (3, "b", "unknown_tenant"),
     ]
     assert sorted(UsageRecord.objects.values_list("event_id", flat=True)) == ["a", "c"]
     assert sum(UsageRollupHourly.objects.values_list("requests", flat=True)) == 2
