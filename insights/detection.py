@@ -25,7 +25,8 @@ The seasonal detector, in short:
   two-sided CUSUM (per day) for slow drift that no single point reveals.
 - Flagged points are replaced by their expected value in the history later fits see, so a past
   anomaly does not inflate the baseline; after `adapt_after` flagged points in a row the new level
-  is accepted as normal and the level restarts from it (a lasting change is news once).
+  is accepted as normal: the level restarts from it and the CUSUMs from zero (a lasting change is
+  news once; evidence gathered against the old level would otherwise flag later days for weeks).
 - No verdict before `min_history` points since the first spend, and none where recent history has
   too few non-zero points to say what normal is (new tenants, sparse usage). Sparse hourly series
   are judged by the day-level check only. Drops need the weekly pattern: before it, a weekend looks
@@ -561,6 +562,9 @@ class _DetectionState:
             )
             self.history[start : point + 1] = self.values[start : point + 1]
             self.change_at = start
+            # The CUSUMs' evidence was about the old level: kept, it would flag every later day
+            # that leans the same way, long after the new level is the baseline.
+            self.cusum_up = self.cusum_down = 0.0
 
 
 def _point_rule(point_score: float, previous_score: float, settings: SeasonalSettings) -> int:

@@ -37,6 +37,20 @@ def test_a_level_shift_is_found_and_later_accepted_as_the_new_normal():
     assert not result.is_anomaly[130:].any()
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_an_hourly_level_shift_with_quiet_nights_is_not_news_again_after_it_is_accepted(seed):
+    values = hourly_series(56, seed=seed)
+    change = 30 * 24 + 10  # a Wednesday morning: spend falls to 30 % and stays there
+    values[change:] *= 0.3
+    result = detect(values, granularity=HOUR)
+    hits = flagged(result)
+    assert hits and change <= hits[0] <= change + 3
+    assert not result.is_anomaly[:change].any()
+    # Quiet nights break the flagged run, so the change is accepted after a few days; the day-level
+    # CUSUM must not keep the evidence it gathered against the old level and re-alert for weeks.
+    assert not result.is_anomaly[46 * 24 :].any()
+
+
 def test_a_slow_drift_is_found_by_the_cusum():
     values = daily_series(150, growth_per_day=0.0)
     values[100:121] *= np.linspace(1, 2.5, 21)  # +150 % over three weeks, then it stays
