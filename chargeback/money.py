@@ -6,6 +6,8 @@ Finer internal units appear only inside a computation: prices per token are kept
 
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
+import numpy as np
+
 NANOS_PER_USD = 10**9
 ATTOS_PER_USD = 10**18
 ATTOS_PER_NANO = ATTOS_PER_USD // NANOS_PER_USD
@@ -26,6 +28,16 @@ def divide_half_even(numerator: int, denominator: int) -> int:
 
 def attos_to_nanos(attos: int) -> int:
     return divide_half_even(attos, ATTOS_PER_NANO)
+
+
+def attos_to_nanos_many(whole_nanos: np.ndarray, attos: np.ndarray) -> np.ndarray:
+    """Each `whole_nanos + attos / ATTOS_PER_NANO` rounded half to even: attos_to_nanos of
+    `whole_nanos * ATTOS_PER_NANO + attos`, on int64 arrays (non-negative `attos`), for amounts too
+    large for int64 in attos."""
+    quotient, remainder = np.divmod(attos, ATTOS_PER_NANO)
+    nanos = whole_nanos + quotient
+    doubled = 2 * remainder
+    return nanos + ((doubled > ATTOS_PER_NANO) | ((doubled == ATTOS_PER_NANO) & (nanos % 2 == 1)))
 
 
 def usd_to_nanos(amount: Decimal | str | int) -> int:

@@ -20,6 +20,7 @@ from decimal import Decimal, localcontext
 from typing import NamedTuple
 
 import genai_prices
+import numpy as np
 from django.db.models import Q
 from genai_prices import Usage, types
 from genai_prices.data_snapshot import get_snapshot
@@ -109,6 +110,29 @@ class LinearPrice:
             + self.reasoning * buckets.reasoning
         )
 
+    def cost_nanos_many(self, tokens: np.ndarray) -> np.ndarray:
+        """attos_to_nanos(cost_attos) of every row of `tokens` (int64, one column per TokenBuckets
+        field, in its order), exactly: each per-token price is split into whole nanos and the attos
+        left over, so that int64 holds every product of a price part and a count (counts up to
+        MAX_TOKENS, 10^9: the leftover attos sum to less than 7 x 10^18)."""
+        uncached, cached, cache_write, output, reasoning, cache_write_1h = tokens.T
+        terms = (
+            (self.uncached_input, uncached),
+            (self.cached_input, cached),
+            (self.cache_write, cache_write - cache_write_1h),
+            (self.cache_write_1h, cache_write_1h),
+            (self.output, output - reasoning),
+            (self.reasoning, reasoning),
+        )
+        per_request_nanos, per_request_attos = divmod(self.per_request, money.ATTOS_PER_NANO)
+        whole = np.full(len(tokens), per_request_nanos, dtype=np.int64)
+        attos = np.full(len(tokens), per_request_attos, dtype=np.int64)
+        for price, counts in terms:
+            price_nanos, price_attos = divmod(price, money.ATTOS_PER_NANO)
+            whole += price_nanos * counts
+            attos += price_attos * counts
+        return money.attos_to_nanos_many(whole, attos)
+
 
 @dataclass(frozen=True, slots=True)
 class TieredPrice:
@@ -122,6 +146,19 @@ class TieredPrice:
         tier = tiers[bisect.bisect_left(self.thresholds, buckets.input_total)] if len(tiers) > 1 else tiers[0]
         return money.attos_to_nanos(tier.cost_attos(buckets))
 
+    def cost_nanos_many(self, tokens: np.ndarray) -> np.ndarray:
+        """cost_nanos of every row of `tokens` (see LinearPrice.cost_nanos_many)."""
+        if len(self.tiers) == 1:
+            return self.tiers[0].cost_nanos_many(tokens)
+        input_total = tokens[:, 0] + tokens[:, 1] + tokens[:, 2]
+        tier_of = np.searchsorted(np.array(self.thresholds, dtype=np.int64), input_total, side="left")
+        costs = np.zeros(len(tokens), dtype=np.int64)
+        for index, tier in enumerate(self.tiers):
+            rows = tier_of == index
+            if rows.any():
+                costs[rows] = tier.cost_nanos_many(tokens[rows])
+        return costs
+
 
 @dataclass(frozen=True, slots=True)
 class DecimalPrice:
@@ -132,6 +169,9 @@ class DecimalPrice:
 
     def cost_nanos(self, buckets: TokenBuckets) -> int:
         return money.usd_to_nanos(genai_prices_cost(self.model_price, buckets))
+
+    def cost_nanos_many(self, tokens: np.ndarray) -> np.ndarray:
+        return np.array([self.cost_nanos(TokenBuckets(*row)) for row in tokens.tolist()], dtype=np.int64)
 
 
 class Quote(NamedTuple):
@@ -340,6 +380,30 @@ class PriceBook:
         if reported_cost_nanos is not None:
             return Quote(reported_cost_nanos, PricingSource.CLIENT_REPORTED, "client", rate.model_id)
         return Quote(None, PricingSource.UNPRICED, "", rate.model_id)
+
+    def list_price(
+        self, *, tenant_id: int, provider: str, model: str, at: datetime
+    ) -> TieredPrice | DecimalPrice | None:
+        """The list price `quote` applies to a tenant's call of a model at `at`; None: no list price."""
+        return self._rate(tenant_id, provider, model, at).price
+
+    def price_periods(
+        self, *, provider: str, model: str, start: datetime, end: datetime
+    ) -> list[datetime] | None:
+        """The starts of the periods within [start, end) during which the model's prices stay the
+        same for every tenant of the book (the first is `start`), so that calls can be priced a
+        period and a tenant at a time; None when the price changes within a day (off-peak prices):
+        then only call by call."""
+        periods = []
+        at = start
+        while at < end:
+            # A rate's span takes every tenant's overrides into account: the tenant does not matter.
+            rate = self._rate(0, provider, model, at)
+            if rate.end <= at:
+                return None
+            periods.append(at)
+            at = rate.end
+        return periods
 
     def _rate(self, tenant_id: int, provider: str, model: str, at: datetime) -> _Rate:
         """How this tenant's calls of this model are priced at `at`, and the span of time around it

@@ -13,6 +13,7 @@ concern the same calls (caching a prompt and moving it to a cheaper model): they
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -21,7 +22,9 @@ from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
-from django.db.models import Count, Q, Sum, TextField, Value
+import numpy as np
+from django.db import connection
+from django.db.models import Case, Count, IntegerField, Q, Sum, TextField, Value, When
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce
 
@@ -499,28 +502,180 @@ def caching_report(
 # --- model substitution ---------------------------------------------------------------------------------
 
 
-_REPRICE_FIELDS = (
-    "tenant_id",
-    "provider",
-    "model_id",
-    "occurred_at",
+_TOKEN_FIELDS = (
     "uncached_input_tokens",
     "cached_input_tokens",
     "cache_write_tokens",
     "output_tokens",
     "reasoning_tokens",
     "cache_write_1h_tokens",
-    "list_cost_nanos",
-    "feature_tag",
-)
+)  # TokenBuckets' order
 
 
-def _reprice_rows(records) -> Iterator[tuple]:
-    return records.order_by().values_list(*_REPRICE_FIELDS).iterator(chunk_size=_CHUNK)
+@dataclass
+class _Calls:
+    """Priced calls as columns, to re-price them a tenant and a price period at a time (a million
+    calls one by one take tens of seconds). `period` indexes `period_starts`; `occurred_at` is only
+    read when some model's price changes within a day."""
+
+    tenant_ids: np.ndarray
+    model_ids: np.ndarray  # codes into `models`
+    features: np.ndarray  # codes into `feature_names`
+    period: np.ndarray
+    tokens: np.ndarray  # one row per call, TokenBuckets' columns
+    list_costs: np.ndarray
+    models: list[str]
+    feature_names: list[str]
+    period_starts: list[datetime]
+    occurred_at: list[datetime] | None
+
+    def __len__(self) -> int:
+        return len(self.list_costs)
 
 
-def _buckets(row: tuple) -> TokenBuckets:
-    return TokenBuckets(row[4], row[5], row[6], row[7], row[8], row[9])
+_CALLS_CHUNK = 50_000  # rows converted to columns at a time
+
+
+class _Codes:
+    """Integer codes for names (models, features), the same code for the same name in every chunk."""
+
+    def __init__(self):
+        self.names: list[str] = []
+        self._index: dict[str, int] = {}
+
+    def _code(self, name: str) -> int:
+        code = self._index.get(name)
+        if code is None:
+            code = self._index[name] = len(self.names)
+            self.names.append(name)
+        return code
+
+    def of(self, names: Iterable[str]) -> np.ndarray:
+        return np.fromiter(map(self._code, names), dtype=np.int64)
+
+
+def _calls_fetch(records, *, period_starts: list[datetime], with_times: bool) -> _Calls:
+    """The priced calls of `records`, each with the index of the period (of `period_starts`, the
+    first being the scope's start) it falls in, worked out by the database."""
+    period = Value(0)
+    if len(period_starts) > 1:
+        period = Case(
+            *(
+                When(occurred_at__gte=moment, then=Value(index))
+                for index, moment in reversed(list(enumerate(period_starts)))
+                if index
+            ),
+            default=Value(0),
+            output_field=IntegerField(),
+        )
+    fields = ["tenant_id", "model_id", "feature_tag", "price_period", *_TOKEN_FIELDS, "list_cost_nanos"]
+    queryset = records.filter(list_cost_nanos__isnull=False).annotate(price_period=period).order_by()
+    models, feature_names = _Codes(), _Codes()
+    parts: dict[str, list[np.ndarray]] = defaultdict(list)
+    occurred_at: list[datetime] | None = [] if with_times else None
+    for chunk in _row_chunks(queryset, [*fields, "occurred_at"] if with_times else fields):
+        columns = list(zip(*chunk, strict=True))
+        parts["tenant_ids"].append(np.array(columns[0], dtype=np.int64))
+        parts["model_ids"].append(models.of(columns[1]))
+        parts["features"].append(feature_names.of(columns[2]))
+        parts["period"].append(np.array(columns[3], dtype=np.int64))
+        parts["tokens"].append(np.array(columns[4:10], dtype=np.int64).T)
+        parts["list_costs"].append(np.array(columns[10], dtype=np.int64))
+        if occurred_at is not None:
+            occurred_at.extend(columns[11])
+
+    def joined(name: str, empty_shape: tuple[int, ...] = (0,)) -> np.ndarray:
+        return np.concatenate(parts[name]) if parts[name] else np.zeros(empty_shape, dtype=np.int64)
+
+    return _Calls(
+        tenant_ids=joined("tenant_ids"),
+        model_ids=joined("model_ids"),
+        features=joined("features"),
+        period=joined("period"),
+        tokens=joined("tokens", (0, len(_TOKEN_FIELDS))),
+        list_costs=joined("list_costs"),
+        models=models.names,
+        feature_names=feature_names.names,
+        period_starts=period_starts,
+        occurred_at=occurred_at,
+    )
+
+
+def _row_chunks(queryset, fields: list[str]) -> Iterator[list[tuple]]:
+    """The `fields` of the queryset's rows, a chunk at a time. Without timestamps every column is an
+    integer or text, so the query runs on a plain (server-side, on PostgreSQL) cursor: Django's
+    per-row converters cost more than the rest of a million-call re-pricing."""
+    if "occurred_at" in fields:
+        rows = queryset.values_list(*fields).iterator(chunk_size=_CHUNK)
+        while chunk := list(itertools.islice(rows, _CALLS_CHUNK)):
+            yield chunk
+        return
+    sql, params = queryset.values_list(*fields).query.sql_with_params()
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(sql, params)
+        while chunk := cursor.fetchmany(_CALLS_CHUNK):
+            yield chunk
+
+
+def _price_period_starts(
+    book: PriceBook, scope: OptimisationScope, targets: Iterable[tuple[str, str]]
+) -> list[datetime] | None:
+    """Where the prices of any of these (provider, model) targets may change within the scope:
+    the starts of the periods the calls are grouped by (None: some price changes within a day)."""
+    starts = {scope.start}
+    for provider, model in targets:
+        periods = book.price_periods(provider=provider, model=model, start=scope.start, end=scope.end)
+        if periods is None:
+            return None
+        starts.update(periods)
+    return sorted(starts)
+
+
+def _repriced(
+    book: PriceBook, calls: _Calls, rows: np.ndarray, provider: str, model: str
+) -> tuple[np.ndarray, bool]:
+    """The list cost of each call of `rows` (a boolean mask) on another model, by the price book:
+    each call with its own tenant's prices at its own time, exactly as `PriceBook.quote` prices it;
+    and whether every call had a price (the others cost 0 here)."""
+    selected = np.flatnonzero(rows)
+    costs = np.zeros(len(selected), dtype=np.int64)
+    priced = True
+    if calls.occurred_at is not None:  # prices by time of day: one call at a time
+        for position, row in enumerate(selected.tolist()):
+            quote = book.quote(
+                tenant_id=int(calls.tenant_ids[row]), provider=provider, model=model,
+                at=calls.occurred_at[row], buckets=TokenBuckets(*calls.tokens[row].tolist()),
+                reported_cost_nanos=None,
+            )  # fmt: skip
+            if quote.list_cost_nanos is None:
+                priced = False
+            else:
+                costs[position] = quote.list_cost_nanos
+        return costs, priced
+    periods = len(calls.period_starts)
+    groups = calls.tenant_ids[selected] * periods + calls.period[selected]
+    for group in np.unique(groups).tolist():
+        tenant_id, period = divmod(group, periods)
+        price = book.list_price(
+            tenant_id=tenant_id, provider=provider, model=model, at=calls.period_starts[period]
+        )
+        members = groups == group
+        if price is None:
+            priced = False
+        else:
+            costs[members] = price.cost_nanos_many(calls.tokens[selected[members]])
+    return costs, priced
+
+
+def _calls_and_book(
+    scope: OptimisationScope, records, targets: list[tuple[str, str]]
+) -> tuple[_Calls, PriceBook]:
+    """The priced calls of `records` as columns, and a price book for their tenants, ready to be
+    re-priced on the (provider, model) targets."""
+    book = _price_book(records.order_by().values_list("tenant_id", flat=True).distinct())
+    starts = _price_period_starts(book, scope, targets)
+    calls = _calls_fetch(records, period_starts=starts or [scope.start], with_times=starts is None)
+    return calls, book
 
 
 def _priced_for_anyone(book: PriceBook, provider: str, model: str, at: datetime) -> bool:
@@ -574,37 +729,29 @@ def model_what_if(
     records = scope.records()
     if source_model:
         records = records.filter(model_id=model_id_for("", source_model))
-    rows = [] if _nothing(scope) else list(_reprice_rows(records))
-    book = _price_book(row[0] for row in rows)
-    if not rows and not _priced_for_anyone(book, target_provider, target_model, scope.start):
-        # Nothing to re-price, but a model no price list knows is an error, not zero savings.
-        raise OptimisationError(
-            "unpriced_model", f"No price is known for {model!r}: add a price override to re-price on it."
-        )
+    if _nothing(scope):
+        records = records.none()
+    unpriced_current = records.filter(list_cost_nanos__isnull=True).count()
+    calls, book = _calls_and_book(scope, records, [(target_provider, target_model)])
+    unknown = OptimisationError(
+        "unpriced_model", f"No price is known for {model!r}: add a price override to re-price on it."
+    )
+    if not len(calls) and not _priced_for_anyone(book, target_provider, target_model, scope.start):
+        raise unknown  # nothing to re-price, but a model no price list knows is an error, not zero savings
+    repriced_costs, priced = _repriced(
+        book, calls, np.ones(len(calls), dtype=bool), target_provider, target_model
+    )
+    if not priced:
+        raise unknown
     by_model: dict[str, dict[str, Any]] = {}
-    unpriced_current = 0
-    for row in rows:
-        if row[10] is None:
-            unpriced_current += 1
-            continue
-        quote = book.quote(
-            tenant_id=row[0],
-            provider=target_provider,
-            model=target_model,
-            at=row[3],
-            buckets=_buckets(row),
-            reported_cost_nanos=None,
-        )
-        if quote.list_cost_nanos is None:
-            raise OptimisationError(
-                "unpriced_model", f"No price is known for {model!r}: add a price override to re-price on it."
-            )
-        entry = by_model.setdefault(
-            row[2], {"model": row[2], "requests": 0, "list_cost_nanos": 0, "repriced_cost_nanos": 0}
-        )
-        entry["requests"] += 1
-        entry["list_cost_nanos"] += row[10]
-        entry["repriced_cost_nanos"] += quote.list_cost_nanos
+    for code, name in enumerate(calls.models):
+        rows = calls.model_ids == code
+        by_model[name] = {
+            "model": name,
+            "requests": int(rows.sum()),
+            "list_cost_nanos": int(calls.list_costs[rows].sum()),
+            "repriced_cost_nanos": int(repriced_costs[rows].sum()),
+        }
     current = sum(entry["list_cost_nanos"] for entry in by_model.values())
     repriced = sum(entry["repriced_cost_nanos"] for entry in by_model.values())
     for entry in by_model.values():
@@ -686,26 +833,29 @@ def substitution_opportunities(scope: OptimisationScope) -> list[dict[str, Any]]
     for feature in {feature for feature, _ in candidates}:
         models = [model for (other, model) in candidates if other == feature]
         wanted |= Q(feature_tag=feature, model_id__in=models)
-    rows = list(_reprice_rows(scope.records().filter(wanted, list_cost_nanos__isnull=False)))
-    book = _price_book(row[0] for row in rows)
-    sums: dict[tuple[str, str, str], list[int]] = defaultdict(
-        lambda: [0, 0, 0]
-    )  # requests, current, repriced
-    for row in rows:
-        feature, model = row[11], row[2]
-        alternatives = candidates.get((feature, model))
-        if not alternatives:
-            continue
-        buckets = _buckets(row)
-        for alternative in alternatives:
-            quote = book.quote(
-                tenant_id=row[0], provider=provider_of[alternative], model=alternative, at=row[3],
-                buckets=buckets, reported_cost_nanos=None,
-            )  # fmt: skip
-            entry = sums[feature, model, alternative]
-            entry[0] += 1
-            entry[1] += row[10]
-            entry[2] += quote.list_cost_nanos or 0
+    alternatives_used = sorted({alternative for found in candidates.values() for alternative in found})
+    calls, book = _calls_and_book(
+        scope, scope.records().filter(wanted), [(provider_of[name], name) for name in alternatives_used]
+    )
+    pair_rows = {
+        (feature, model): (calls.features == calls.feature_names.index(feature))
+        & (calls.model_ids == calls.models.index(model))
+        for feature, model in candidates
+        if feature in calls.feature_names and model in calls.models
+    }
+    sums: dict[tuple[str, str, str], tuple[int, int, int]] = {}  # requests, current, repriced
+    for alternative in alternatives_used:
+        pairs = [pair for pair in pair_rows if alternative in candidates[pair]]
+        rows = np.logical_or.reduce([pair_rows[pair] for pair in pairs])
+        costs = np.zeros(len(calls), dtype=np.int64)
+        costs[rows], _ = _repriced(book, calls, rows, provider_of[alternative], alternative)
+        for pair in pairs:
+            members = pair_rows[pair]
+            sums[(*pair, alternative)] = (
+                int(members.sum()),
+                int(calls.list_costs[members].sum()),
+                int(costs[members].sum()),
+            )
     statistics: dict[str, dict[str, dict]] = {}
     best: dict[tuple[str, str], dict[str, Any]] = {}
     for (feature, model, alternative), (requests, current, repriced) in sums.items():

@@ -3,6 +3,7 @@
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from fractions import Fraction
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -194,3 +195,19 @@ def test_apply_percent_rejects_more_than_four_decimals():
 def test_apply_percent_equals_exact_half_even(nanos, percent):
     expected = round(Fraction(nanos) * (100 + Fraction(percent)) / 100)
     assert money.apply_percent(nanos, percent) == expected
+
+
+@given(st.lists(st.tuples(st.integers(0, 10**12), st.integers(0, 7 * 10**18)), min_size=1, max_size=40))
+def test_attos_to_nanos_many_rounds_each_amount_like_attos_to_nanos(amounts):
+    whole = np.array([nanos for nanos, _ in amounts], dtype=np.int64)
+    attos = np.array([rest for _, rest in amounts], dtype=np.int64)
+    assert money.attos_to_nanos_many(whole, attos).tolist() == [
+        money.attos_to_nanos(nanos * money.ATTOS_PER_NANO + rest) for nanos, rest in amounts
+    ]
+
+
+def test_attos_to_nanos_many_breaks_ties_to_even_on_the_whole_amount():
+    half = money.ATTOS_PER_NANO // 2
+    whole = np.array([4, 5, 4, 5], dtype=np.int64)
+    attos = np.array([half, half, 3 * half, 3 * half], dtype=np.int64)  # 4.5, 5.5, 5.5, 6.5 nanos
+    assert money.attos_to_nanos_many(whole, attos).tolist() == [4, 6, 6, 6]

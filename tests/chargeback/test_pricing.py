@@ -6,6 +6,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from zoneinfo import ZoneInfo
 
 import genai_prices
+import numpy as np
 import pytest
 from genai_prices import Usage, types
 from genai_prices.data_snapshot import find_provider_by_id, get_snapshot
@@ -17,6 +18,7 @@ from chargeback.pricing import (
     GENAI_PRICES_CACHE,
     GENAI_PRICES_VERSION,
     DecimalPrice,
+    LinearPrice,
     PriceBook,
     TieredPrice,
     TokenBuckets,
@@ -643,3 +645,64 @@ def test_an_override_makes_an_unknown_model_priced(tenant):
     )
     assert quote.pricing_source == PricingSource.OVERRIDE
     assert quote.list_cost_nanos == 1_000_000
+
+
+_PER_TOKEN = st.integers(0, 10**15)  # attos per token: up to $1,000 per million tokens
+
+
+@st.composite
+def _calls(draw):
+    cache_write = draw(st.integers(0, 10**9))
+    output = draw(st.integers(0, 10**9))
+    return (
+        draw(st.integers(0, 10**9)),
+        draw(st.integers(0, 10**9)),
+        cache_write,
+        output,
+        draw(st.integers(0, output)),
+        draw(st.integers(0, cache_write)),
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.tuples(*[_PER_TOKEN] * 6, st.integers(0, 10**15)),
+    st.lists(_calls(), min_size=1, max_size=30),
+    st.integers(1, 3 * 10**9),
+)
+def test_pricing_many_calls_at_once_equals_pricing_each(prices, calls, threshold):
+    """The columns path of the optimisation reports: exact to the nano, call by call, up to the
+    largest token counts a record may hold; with a second tier above `threshold` input tokens."""
+    uncached, cached, cache_write, output, reasoning, cache_write_1h, per_request = prices
+    base = LinearPrice(uncached, cached, cache_write, output, reasoning, per_request, cache_write_1h)
+    higher = LinearPrice(
+        2 * uncached, cached, cache_write, output + 1, reasoning, per_request, cache_write_1h
+    )
+    tokens = np.array(calls, dtype=np.int64)
+    for price in (TieredPrice((), (base,)), TieredPrice((threshold,), (base, higher))):
+        assert price.cost_nanos_many(tokens).tolist() == [
+            price.cost_nanos(TokenBuckets(*call)) for call in calls
+        ]
+
+
+def test_price_periods_split_where_an_override_starts_and_none_for_time_of_day_prices():
+    tenant = TenantFactory(slug="acme")
+    change = AT + timedelta(days=3, hours=5)
+    PriceOverrideFactory(
+        tenant=tenant, model="gpt-4o", valid_from=change, valid_to=change + timedelta(days=2)
+    )
+    book = _book(tenant)
+    start, end = AT, AT + timedelta(days=30)
+    assert book.price_periods(provider="openai", model="gpt-4o", start=start, end=end) == [
+        start, change, change + timedelta(days=2),
+    ]  # fmt: skip
+    assert book.price_periods(provider="openai", model="gpt-4o-mini", start=start, end=end) == [start]
+    # DeepSeek's off-peak prices change twice a day: priced call by call.
+    assert book.price_periods(provider="deepseek", model="deepseek-chat", start=start, end=end) is None
+    # Within a period, every call of a tenant has the period's price.
+    price = book.list_price(tenant_id=tenant.pk, provider="openai", model="gpt-4o", at=change)
+    buckets = TokenBuckets(1_000, 0, 0, 10)
+    assert (
+        price.cost_nanos(buckets)
+        == _quote(book, tenant, "openai", "gpt-4o", buckets, at=change + timedelta(hours=47)).list_cost_nanos
+    )

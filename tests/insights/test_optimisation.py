@@ -16,6 +16,7 @@ from genai_prices import Usage
 from budgets.models import RoutingPolicy
 from budgets.routing_services import routing_policy_save
 from chargeback.services import usage_records_ingest
+from insights import optimisation_selectors
 from insights.optimisation_selectors import (
     OptimisationError,
     OptimisationScope,
@@ -369,6 +370,41 @@ def test_substitution_candidates_are_cheaper_models_used_for_the_same_feature(tr
     assert [entry["model"] for entry in substitution_opportunities(scope_of(tree["team-b"]))] == [
         "claude-3-5-haiku-latest"
     ]
+
+
+def test_what_if_on_a_model_with_off_peak_prices_prices_each_call_at_its_own_time(tree):
+    """DeepSeek's prices change twice a day: such a target is priced call by call, each at its time."""
+    store(
+        call("team-a", at(1, 12), model="gpt-4o", provider="openai", input_tokens=2_000, output_tokens=500),
+        call("team-a", at(1, 20), model="gpt-4o", provider="openai", input_tokens=2_000, output_tokens=500),
+    )
+    report = model_what_if(scope_of(tree["team-a"]), model="deepseek-chat", provider="deepseek")
+    expected = [genai_nanos("deepseek-chat", "deepseek", at(1, hour), input_tokens=2_000, output_tokens=500)
+                for hour in (12, 20)]  # fmt: skip
+    assert expected[0] != expected[1]  # off-peak and peak
+    assert report["repriced_cost_nanos"] == sum(expected)
+
+
+def test_calls_read_in_chunks_are_re_priced_as_in_one(tree, monkeypatch):
+    """Calls are read and turned into columns a chunk at a time: a model or feature seen again in a
+    later chunk must keep its code (it once got a new one, and its calls were split)."""
+    chat, search = {"feature": "chat"}, {"feature": "search"}
+    calls = []
+    for index in range(7):
+        for model, provider in (
+            ("gpt-4o", "openai"),
+            ("gpt-4o-mini", "openai"),
+            ("claude-3-5-haiku-latest", "anthropic"),
+        ):
+            calls.append(call("team-a" if index % 2 else "team-b", at(index % 5 + 1, index), model=model,
+                              provider=provider, input_tokens=1_000 + 37 * index, output_tokens=100 + index,
+                              tags=chat if index % 3 else search))  # fmt: skip
+    store(*calls)
+    scope = scope_of(tree["org"])
+    whole = (substitution_opportunities(scope), model_what_if(scope, model="gpt-4o-mini"))
+    monkeypatch.setattr(optimisation_selectors, "_CALLS_CHUNK", 2)
+    assert (substitution_opportunities(scope), model_what_if(scope, model="gpt-4o-mini")) == whole
+    assert whole[1]["requests"] == 21 and len(whole[0]) == 4
 
 
 # --- routing policies --------------------------------------------------------------------------------------
