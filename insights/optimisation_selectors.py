@@ -23,6 +23,7 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 import numpy as np
+from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import Case, Count, IntegerField, Q, Sum, TextField, Value, When
 from django.db.models.fields.json import KeyTextTransform
@@ -610,7 +611,10 @@ def _row_chunks(queryset, fields: list[str]) -> Iterator[list[tuple]]:
         while chunk := list(itertools.islice(rows, _CALLS_CHUNK)):
             yield chunk
         return
-    sql, params = queryset.values_list(*fields).query.sql_with_params()
+    try:
+        sql, params = queryset.values_list(*fields).query.sql_with_params()
+    except EmptyResultSet:  # e.g. a caller who may see no tenant: Django runs no such query
+        return
     with connection.chunked_cursor() as cursor:
         cursor.execute(sql, params)
         while chunk := cursor.fetchmany(_CALLS_CHUNK):

@@ -6,6 +6,7 @@ savings report's ranking."""
 
 import json
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -383,6 +384,15 @@ def test_what_if_on_a_model_with_off_peak_prices_prices_each_call_at_its_own_tim
                 for hour in (12, 20)]  # fmt: skip
     assert expected[0] != expected[1]  # off-peak and peak
     assert report["repriced_cost_nanos"] == sum(expected)
+
+
+def test_a_scope_without_tenants_re_prices_nothing(tree):
+    """A caller who may see no tenant: an empty answer, not a query Django refuses to build."""
+    store(call("team-a", at(1), model="gpt-4o", provider="openai", input_tokens=2_000, output_tokens=500))
+    nobody = replace(scope_of(tree["team-a"]), tenant_ids=[])
+    report = model_what_if(nobody, model="gpt-4o-mini")
+    assert (report["requests"], report["repriced_cost_nanos"], report["by_model"]) == (0, 0, [])
+    assert substitution_opportunities(nobody) == []
 
 
 def test_calls_read_in_chunks_are_re_priced_as_in_one(tree, monkeypatch):
