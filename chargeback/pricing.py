@@ -87,6 +87,10 @@ class TokenBuckets(NamedTuple):
         return self.uncached_input + self.cached_input + self.cache_write
 
 
+# Token counts up to which LinearPrice.cost_nanos_many keeps int64 exact (MAX_TOKENS of a record).
+MAX_TOKENS_PRICED_AT_ONCE = 10**9
+
+
 @dataclass(frozen=True, slots=True)
 class LinearPrice:
     """Per-token prices in atto-USD for one price tier, plus a per-request fee."""
@@ -110,11 +114,28 @@ class LinearPrice:
             + self.reasoning * buckets.reasoning
         )
 
+    def _prices(self) -> tuple[int, ...]:
+        return (
+            self.uncached_input, self.cached_input, self.cache_write, self.cache_write_1h, self.output, self.reasoning,
+        )  # fmt: skip
+
     def cost_nanos_many(self, tokens: np.ndarray) -> np.ndarray:
         """attos_to_nanos(cost_attos) of every row of `tokens` (int64, one column per TokenBuckets
         field, in its order), exactly: each per-token price is split into whole nanos and the attos
         left over, so that int64 holds every product of a price part and a count (counts up to
-        MAX_TOKENS, 10^9: the leftover attos sum to less than 7 x 10^18)."""
+        MAX_TOKENS, 10^9: the leftover attos sum to less than 7 x 10^18). Prices or counts too
+        large for that (a price of millions of dollars per million tokens) are priced one row at a
+        time in Python integers, and the array holds Python integers."""
+        largest = int(tokens.max()) if len(tokens) else 0
+        whole_nanos = (
+            sum(price // money.ATTOS_PER_NANO for price in self._prices())
+            + self.per_request // money.ATTOS_PER_NANO
+        )
+        if largest > MAX_TOKENS_PRICED_AT_ONCE or largest * whole_nanos >= 2**62:
+            return np.array(
+                [money.attos_to_nanos(self.cost_attos(TokenBuckets(*row))) for row in tokens.tolist()],
+                dtype=object,
+            )
         uncached, cached, cache_write, output, reasoning, cache_write_1h = tokens.T
         terms = (
             (self.uncached_input, uncached),
@@ -152,11 +173,13 @@ class TieredPrice:
             return self.tiers[0].cost_nanos_many(tokens)
         input_total = tokens[:, 0] + tokens[:, 1] + tokens[:, 2]
         tier_of = np.searchsorted(np.array(self.thresholds, dtype=np.int64), input_total, side="left")
-        costs = np.zeros(len(tokens), dtype=np.int64)
-        for index, tier in enumerate(self.tiers):
-            rows = tier_of == index
-            if rows.any():
-                costs[rows] = tier.cost_nanos_many(tokens[rows])
+        parts = [(tier_of == index, tier) for index, tier in enumerate(self.tiers)]
+        priced = [(rows, tier.cost_nanos_many(tokens[rows])) for rows, tier in parts if rows.any()]
+        costs = np.zeros(
+            len(tokens), dtype=object if any(part.dtype == object for _, part in priced) else np.int64
+        )
+        for rows, part in priced:
+            costs[rows] = part
         return costs
 
 
@@ -171,7 +194,8 @@ class DecimalPrice:
         return money.usd_to_nanos(genai_prices_cost(self.model_price, buckets))
 
     def cost_nanos_many(self, tokens: np.ndarray) -> np.ndarray:
-        return np.array([self.cost_nanos(TokenBuckets(*row)) for row in tokens.tolist()], dtype=np.int64)
+        """cost_nanos of every row of `tokens`, one at a time (this price is rare)."""
+        return np.array([self.cost_nanos(TokenBuckets(*row)) for row in tokens.tolist()], dtype=object)
 
 
 class Quote(NamedTuple):

@@ -642,7 +642,7 @@ def _repriced(
     each call with its own tenant's prices at its own time, exactly as `PriceBook.quote` prices it;
     and whether every call had a price (the others cost 0 here)."""
     selected = np.flatnonzero(rows)
-    costs = np.zeros(len(selected), dtype=np.int64)
+    costs = np.zeros(len(selected), dtype=object if calls.occurred_at is not None else np.int64)
     priced = True
     if calls.occurred_at is not None:  # prices by time of day: one call at a time
         for position, row in enumerate(selected.tolist()):
@@ -658,17 +658,28 @@ def _repriced(
         return costs, priced
     periods = len(calls.period_starts)
     groups = calls.tenant_ids[selected] * periods + calls.period[selected]
-    for group in np.unique(groups).tolist():
+    order = np.argsort(groups, kind="stable")  # each (tenant, period) group a slice of `order`
+    keys, firsts = np.unique(groups[order], return_index=True)
+    ends = [*firsts[1:].tolist(), len(order)] if len(keys) else []
+    for group, first, end in zip(keys.tolist(), firsts.tolist(), ends, strict=True):
         tenant_id, period = divmod(group, periods)
         price = book.list_price(
             tenant_id=tenant_id, provider=provider, model=model, at=calls.period_starts[period]
         )
-        members = groups == group
         if price is None:
             priced = False
-        else:
-            costs[members] = price.cost_nanos_many(calls.tokens[selected[members]])
+            continue
+        members = order[first:end]
+        found = price.cost_nanos_many(calls.tokens[selected[members]])
+        if found.dtype == object and costs.dtype != object:  # amounts beyond int64 (see cost_nanos_many)
+            costs = costs.astype(object)
+        costs[members] = found
     return costs, priced
+
+
+def _total(values: np.ndarray) -> int:
+    """The exact sum of nanos (Python integers: a large scope's total may not fit int64)."""
+    return int(values.sum(dtype=object)) if len(values) else 0
 
 
 def _calls_and_book(
@@ -753,8 +764,8 @@ def model_what_if(
         by_model[name] = {
             "model": name,
             "requests": int(rows.sum()),
-            "list_cost_nanos": int(calls.list_costs[rows].sum()),
-            "repriced_cost_nanos": int(repriced_costs[rows].sum()),
+            "list_cost_nanos": _total(calls.list_costs[rows]),
+            "repriced_cost_nanos": _total(repriced_costs[rows]),
         }
     current = sum(entry["list_cost_nanos"] for entry in by_model.values())
     repriced = sum(entry["repriced_cost_nanos"] for entry in by_model.values())
@@ -850,15 +861,18 @@ def substitution_opportunities(scope: OptimisationScope) -> list[dict[str, Any]]
     sums: dict[tuple[str, str, str], tuple[int, int, int]] = {}  # requests, current, repriced
     for alternative in alternatives_used:
         pairs = [pair for pair in pair_rows if alternative in candidates[pair]]
+        if not pairs:  # its calls were re-rated since the candidates were listed
+            continue
         rows = np.logical_or.reduce([pair_rows[pair] for pair in pairs])
-        costs = np.zeros(len(calls), dtype=np.int64)
-        costs[rows], _ = _repriced(book, calls, rows, provider_of[alternative], alternative)
+        found, _ = _repriced(book, calls, rows, provider_of[alternative], alternative)
+        costs = np.zeros(len(calls), dtype=found.dtype)
+        costs[rows] = found
         for pair in pairs:
             members = pair_rows[pair]
             sums[(*pair, alternative)] = (
                 int(members.sum()),
-                int(calls.list_costs[members].sum()),
-                int(costs[members].sum()),
+                _total(calls.list_costs[members]),
+                _total(costs[members]),
             )
     statistics: dict[str, dict[str, dict]] = {}
     best: dict[tuple[str, str], dict[str, Any]] = {}

@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 
 from tenants.models import ApiKey, Tenant, TenantMembership
 from tenants.services import (
@@ -51,8 +52,9 @@ class TenantAdmin(admin.ModelAdmin):
         tenant_delete(tenant=obj, actor=request.user)
 
     def delete_queryset(self, request, queryset):
-        for tenant in queryset:
-            tenant_delete(tenant=tenant, actor=request.user)
+        with transaction.atomic():  # all of them or none
+            for tenant in queryset:
+                tenant_delete(tenant=tenant, actor=request.user)
 
 
 class ApiKeyCreateForm(forms.ModelForm):
@@ -126,5 +128,6 @@ class TenantMembershipAdmin(admin.ModelAdmin):
         tenant_membership_delete(membership=obj, actor=request.user)
 
     def delete_queryset(self, request, queryset):
-        for membership in queryset:
-            tenant_membership_delete(membership=membership, actor=request.user)
+        with transaction.atomic():  # all of them or none
+            for membership in queryset:
+                tenant_membership_delete(membership=membership, actor=request.user)

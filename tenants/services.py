@@ -2,11 +2,13 @@
 
 import hashlib
 import secrets
+from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import router, transaction
+from django.db.models.deletion import Collector
 
 from audit.services import Actor, audit_record, audit_snapshot, audited_delete, audited_save
 from tenants.models import ApiKey, Tenant, TenantMembership
@@ -149,14 +151,31 @@ def tenant_save(*, tenant: Tenant, actor: Actor = None) -> Tenant:
 def tenant_create(
     *, slug: str, name: str, parent: Tenant | None = None, actor: Actor = None, **fields
 ) -> Tenant:
+    """A new tenant, through tenant_save (validated and audited)."""
     return tenant_save(tenant=Tenant(slug=slug, name=name, parent=parent, **fields), actor=actor)
 
 
 @transaction.atomic
 def tenant_delete(*, tenant: Tenant, actor: Actor = None) -> None:
-    """Delete a tenant without usage (PROTECT refuses one with usage), audited as `tenant.delete`.
-    The event is global: the tenant's own events lose their tenant with it."""
-    audited_delete(instance=tenant, action="tenant", actor=actor, tenant_id=None)
+    """Delete a tenant without usage (PROTECT refuses one with usage), audited as `tenant.delete`
+    with how many of each kind of object go with it (its budgets, keys, overrides, memberships,
+    child tenants...). The event is global: the tenant's own events lose their tenant with it."""
+    collector = Collector(using=router.db_for_write(Tenant))
+    collector.collect([tenant])  # what the delete will take along (ProtectedError: usage)
+    taken: Counter[str] = Counter()
+    for model, instances in collector.data.items():
+        taken[model._meta.label_lower] += len(instances)
+    for queryset in collector.fast_deletes:
+        taken[queryset.model._meta.label_lower] += queryset.count()
+    taken["tenants.tenant"] -= 1  # the tenant itself
+    deleted_with_it = {label: count for label, count in sorted(taken.items()) if count}
+    audited_delete(
+        instance=tenant,
+        action="tenant",
+        actor=actor,
+        tenant_id=None,
+        snapshot=lambda pk: {**audit_snapshot(Tenant.objects.get(pk=pk)), "deleted_with_it": deleted_with_it},
+    )
 
 
 def tenant_membership_save(*, membership: TenantMembership, actor: Actor = None) -> TenantMembership:
@@ -168,6 +187,7 @@ def tenant_membership_save(*, membership: TenantMembership, actor: Actor = None)
 
 
 def tenant_membership_delete(*, membership: TenantMembership, actor: Actor = None) -> None:
+    """Take a user's view of a tenant away, audited as `tenant_membership.delete`."""
     audited_delete(
         instance=membership, action="tenant_membership", actor=actor, tenant_id=membership.tenant_id
     )

@@ -452,10 +452,15 @@ def test_tenant_create_update_delete(staff):
     tenant_save(tenant=tenant, actor=staff)  # nothing changed: nothing recorded
     assert AuditEvent.objects.filter(action="tenant.update").count() == 1
 
+    BudgetFactory(tenant=tenant)
+    BudgetFactory(tenant=tenant)
+    TenantMembership.objects.create(user=staff, tenant=tenant)
     tenant_delete(tenant=tenant, actor=staff)
     deleted = only_event("tenant.delete")
-    # The tenant is gone: its events, this one included, are global now.
+    # The tenant is gone: its events, this one included, are global now; the event says what went
+    # with it.
     assert (deleted.tenant, deleted.before["slug"]) == (None, "search")
+    assert deleted.before["deleted_with_it"] == {"budgets.budget": 2, "tenants.tenantmembership": 1}
     assert set(AuditEvent.objects.filter(object_type="tenants.tenant").values_list("tenant", flat=True)) == {
         None
     }

@@ -706,3 +706,15 @@ def test_price_periods_split_where_an_override_starts_and_none_for_time_of_day_p
         price.cost_nanos(buckets)
         == _quote(book, tenant, "openai", "gpt-4o", buckets, at=change + timedelta(hours=47)).list_cost_nanos
     )
+
+
+def test_prices_too_large_for_int64_are_priced_exactly_in_python_integers():
+    """A price of $10 million per million tokens (10^19 attos a token) on 10^9 tokens: 10^19 nanos,
+    beyond int64. The columns path must not wrap around (it once returned a negative amount)."""
+    huge = LinearPrice(10**19, 0, 0, 10**15, 0, 0, 0)
+    calls = [(10**9, 0, 0, 10**9, 0, 0), (7, 0, 0, 3, 0, 0)]
+    tiered = TieredPrice((1_000,), (LinearPrice(1, 1, 1, 1, 1, 0, 1), huge))
+    for price in (TieredPrice((), (huge,)), tiered):
+        costs = price.cost_nanos_many(np.array(calls, dtype=np.int64))
+        assert costs.tolist() == [price.cost_nanos(TokenBuckets(*call)) for call in calls]
+    assert TieredPrice((), (huge,)).cost_nanos_many(np.array(calls, dtype=np.int64))[0] == 10**19 + 10**15

@@ -16,6 +16,7 @@ from genai_prices import Usage
 
 from budgets.models import RoutingPolicy
 from budgets.routing_services import routing_policy_save
+from chargeback.models import UsageRecord
 from chargeback.services import usage_records_ingest
 from insights import optimisation_selectors
 from insights.optimisation_selectors import (
@@ -393,6 +394,31 @@ def test_a_scope_without_tenants_re_prices_nothing(tree):
     report = model_what_if(nobody, model="gpt-4o-mini")
     assert (report["requests"], report["repriced_cost_nanos"], report["by_model"]) == (0, 0, [])
     assert substitution_opportunities(nobody) == []
+
+
+def test_candidates_whose_calls_vanish_before_they_are_read_are_skipped(tree, monkeypatch):
+    """Candidates come from one query and the calls from the next: a re-rating in between (here,
+    the gpt-4o calls deleted) must leave that candidate out, not fail the report."""
+    chat, search = {"feature": "chat"}, {"feature": "search"}
+    store(
+        call("team-a", at(1), model="gpt-4o", provider="openai", input_tokens=3_000, output_tokens=400, tags=chat),
+        call("team-b", at(2), model="gpt-4o-mini", provider="openai", input_tokens=1_000, output_tokens=100, tags=chat),
+        call("team-a", at(3), model="claude-sonnet-4-5", provider="anthropic", input_tokens=3_000, output_tokens=400,
+             tags=search),
+        call("team-b", at(4), model="claude-3-5-haiku-latest", provider="anthropic", input_tokens=1_000,
+             output_tokens=100, tags=search),
+    )  # fmt: skip
+    fetch = optimisation_selectors._calls_fetch
+
+    def fetch_after_a_rerate(records, **kwargs):
+        UsageRecord.objects.filter(model_id="gpt-4o").delete()
+        return fetch(records, **kwargs)
+
+    monkeypatch.setattr(optimisation_selectors, "_calls_fetch", fetch_after_a_rerate)
+    found = substitution_opportunities(scope_of(tree["org"]))
+    assert [(entry["feature"], entry["model"], entry["alternative"]) for entry in found] == [
+        ("search", "claude-sonnet-4-5", "claude-3-5-haiku-latest")
+    ]
 
 
 def test_calls_read_in_chunks_are_re_priced_as_in_one(tree, monkeypatch):
