@@ -8,7 +8,6 @@ from budgets.models import Budget, BudgetThreshold, NotificationChannel, Routing
 from chargeback import money
 from chargeback.pricing import model_id_for, normalize_provider
 from chargeback.serializers import NanosAsUsdField, UsdAmountField
-from tenants.models import Tenant
 from tenants.serializers import TenantSlugField
 
 
@@ -50,13 +49,6 @@ class BudgetSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = ["id", "created_at"]
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        request = self.context.get("request")
-        if request is not None:
-            # A key may only place budgets on tenants it can see.
-            self.fields["tenant"].queryset = Tenant.objects.visible_to(request.auth)
 
     def validate(self, attrs):
         period = attrs.get("period", getattr(self.instance, "period", Budget.Period.MONTH))
@@ -354,13 +346,6 @@ class RoutingPolicySerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "created_at"]
         extra_kwargs = {"active_from": {"required": False}}
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        request = self.context.get("request")
-        if request is not None:
-            # A key may only place policies on tenants it can see.
-            self.fields["tenant"].queryset = Tenant.objects.visible_to(request.auth)
-
     def validate(self, attrs):
         share = attrs.get("share", getattr(self.instance, "share", Decimal(1)))
         split_tag = attrs.get("split_tag", getattr(self.instance, "split_tag", ""))
@@ -390,13 +375,6 @@ class NotificationChannelSerializer(serializers.ModelSerializer):
         model = NotificationChannel
         fields = ["id", "tenant", "name", "kind", "target", "secret", "has_secret", "is_active", "created_at"]
         read_only_fields = ["id", "created_at"]
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        request = self.context.get("request")
-        if request is not None:
-            # A key may only place channels on tenants it can see.
-            self.fields["tenant"].queryset = Tenant.objects.visible_to(request.auth)
 
     def get_has_secret(self, channel: NotificationChannel) -> bool:
         return bool(channel.secret)

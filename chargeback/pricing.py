@@ -114,11 +114,6 @@ class LinearPrice:
             + self.reasoning * buckets.reasoning
         )
 
-    def _prices(self) -> tuple[int, ...]:
-        return (
-            self.uncached_input, self.cached_input, self.cache_write, self.cache_write_1h, self.output, self.reasoning,
-        )  # fmt: skip
-
     def cost_nanos_many(self, tokens: np.ndarray) -> np.ndarray:
         """attos_to_nanos(cost_attos) of every row of `tokens` (int64, one column per TokenBuckets
         field, in its order), exactly: each per-token price is split into whole nanos and the attos
@@ -126,16 +121,6 @@ class LinearPrice:
         MAX_TOKENS, 10^9: the leftover attos sum to less than 7 x 10^18). Prices or counts too
         large for that (a price of millions of dollars per million tokens) are priced one row at a
         time in Python integers, and the array holds Python integers."""
-        largest = int(tokens.max()) if len(tokens) else 0
-        whole_nanos = (
-            sum(price // money.ATTOS_PER_NANO for price in self._prices())
-            + self.per_request // money.ATTOS_PER_NANO
-        )
-        if largest > MAX_TOKENS_PRICED_AT_ONCE or largest * whole_nanos >= 2**62:
-            return np.array(
-                [money.attos_to_nanos(self.cost_attos(TokenBuckets(*row))) for row in tokens.tolist()],
-                dtype=object,
-            )
         uncached, cached, cache_write, output, reasoning, cache_write_1h = tokens.T
         terms = (
             (self.uncached_input, uncached),
@@ -146,6 +131,13 @@ class LinearPrice:
             (self.reasoning, reasoning),
         )
         per_request_nanos, per_request_attos = divmod(self.per_request, money.ATTOS_PER_NANO)
+        largest = int(tokens.max()) if len(tokens) else 0
+        most_nanos = per_request_nanos + sum(price // money.ATTOS_PER_NANO for price, _ in terms)
+        if largest > MAX_TOKENS_PRICED_AT_ONCE or largest * most_nanos >= 2**62:
+            return np.array(
+                [money.attos_to_nanos(self.cost_attos(TokenBuckets(*row))) for row in tokens.tolist()],
+                dtype=object,
+            )
         whole = np.full(len(tokens), per_request_nanos, dtype=np.int64)
         attos = np.full(len(tokens), per_request_attos, dtype=np.int64)
         for price, counts in terms:

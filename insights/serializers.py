@@ -13,7 +13,6 @@ from insights.models import (
     Forecast,
     RootCauseDimension,
 )
-from tenants.models import Tenant
 from tenants.serializers import TenantSlugField
 
 
@@ -91,19 +90,8 @@ class AnomalyFeedbackSerializer(serializers.Serializer):
     note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
 
 
-class _TenantField(TenantSlugField):
-    """A tenant by slug, limited to the tenants the request's key may see."""
-
-    def __init__(self, **kwargs):
-        super().__init__(slug_field="slug", queryset=Tenant.objects.none(), **kwargs)
-
-    def get_queryset(self):
-        request = self.context.get("request")
-        return Tenant.objects.visible_to(request.auth if request else None)
-
-
 class AnomalySubscriptionSerializer(serializers.ModelSerializer):
-    tenant = _TenantField()
+    tenant = TenantSlugField()
     min_impact_usd = UsdAmountField(source="min_impact_nanos", min_value=Decimal(0), required=False)
     min_impact_percent = serializers.DecimalField(
         max_digits=8, decimal_places=2, min_value=Decimal(0), required=False
@@ -127,7 +115,7 @@ class AnomalySubscriptionSerializer(serializers.ModelSerializer):
 
 
 class AlertRuleSerializer(serializers.ModelSerializer):
-    tenant = _TenantField()
+    tenant = TenantSlugField()
     threshold = serializers.DecimalField(
         max_digits=24,
         decimal_places=9,

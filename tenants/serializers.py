@@ -17,14 +17,19 @@ class OptionalEmailField(serializers.CharField):
 
 
 class TenantSlugField(serializers.SlugRelatedField):
-    """A tenant named by its slug, for request bodies (the serializer sets the queryset the caller
-    may name). A NUL character is in no slug, and PostgreSQL refuses to compare text holding one:
-    it is rejected here, as any other unknown slug, rather than reaching the database."""
+    """A tenant named by its slug, for request bodies, limited to the tenants the request's key may
+    see (none without a request). A NUL character is in no slug, and PostgreSQL refuses to compare
+    text holding one: it is rejected here, as any other unknown slug, rather than reaching the
+    database."""
 
     def __init__(self, **kwargs):
         kwargs.setdefault("slug_field", "slug")
         kwargs.setdefault("queryset", Tenant.objects.none())
         super().__init__(**kwargs)
+
+    def get_queryset(self):
+        request = self.context.get("request")
+        return Tenant.objects.visible_to(request.auth if request else None)
 
     def to_internal_value(self, data):
         if isinstance(data, str) and "\x00" in data:
